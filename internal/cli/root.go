@@ -1,0 +1,115 @@
+// Package cli implements the powercut command line. Each subcommand lives in its own file beside
+// its test and registers itself with register; Run is the whole CLI as a function so that tests
+// run it in-process.
+//
+// Exit codes (stable, documented in README.md):
+//
+//	0  no violation found (or the command succeeded)
+//	1  violations found
+//	2  usage error or tool error
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK         = 0
+	ExitViolations = 1
+	ExitError      = 2
+)
+
+// ErrViolations is returned by a command that ran fine and found violations (exit 1).
+var ErrViolations = errors.New("violations found")
+
+// Env is what a subcommand gets besides its flags.
+type Env struct {
+	Ctx    context.Context
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+type cmdFactory func(env *Env) *cobra.Command
+
+var factories = map[string]cmdFactory{}
+
+// register adds a top-level subcommand; name keeps the order deterministic.
+func register(name string, f cmdFactory) {
+	if _, dup := factories[name]; dup {
+		panic("cli: duplicate command " + name)
+	}
+	factories[name] = f
+}
+
+// usageError marks an error as a usage error.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+// usagef returns a usage error (exit 2, with a hint to --help).
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// NewRoot builds the command tree.
+func NewRoot(env *Env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "powercut",
+		Short: "Find what a power cut can do to your data",
+		Long: `powercut records every block I/O a storage stack issues, generates the disk states a
+crash could leave behind under the real durability rules of block devices, and checks each one.
+
+Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	names := make([]string, 0, len(factories))
+	for n := range factories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		root.AddCommand(factories[n](env))
+	}
+	return root
+}
+
+// Run runs the CLI with args and returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	env := &Env{Ctx: ctx, Stdout: stdout, Stderr: stderr}
+	root := NewRoot(env)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrViolations):
+		return ExitViolations
+	}
+	fmt.Fprintf(stderr, "powercut: %v\n", err)
+	var u usageError
+	if errors.As(err, &u) || isCobraUsage(err) {
+		fmt.Fprintln(stderr, "Run 'powercut --help' for usage.")
+	}
+	return ExitError
+}
+
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument", "required flag"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
