@@ -11,7 +11,7 @@ import (
 )
 
 func crc32Update(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
-func putU32(b []byte, v uint32)                { binary.LittleEndian.PutUint32(b, v) }
+func putU32(b []byte, v uint32)               { binary.LittleEndian.PutUint32(b, v) }
 
 // ErrTornTail reports a log whose last record is incomplete or fails its checksum: normal after a
 // crash of the recorder. Records before it are valid.

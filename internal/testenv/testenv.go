@@ -1,0 +1,53 @@
+// Package testenv holds the skip conditions shared by tests that need root, FUSE, loop devices or
+// external tools: such tests skip with a clear message where those are missing and run where they
+// exist (they exist in CI).
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// RequireRoot skips the test unless running as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (run the suite as root, as CI does)")
+	}
+}
+
+// RequireTool skips the test unless every named program is on PATH.
+func RequireTool(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("skipping: %s not installed (.ci/run installs it)", n)
+		}
+	}
+}
+
+// RequireFUSE skips the test unless /dev/fuse and fusermount3 (or root) are available.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("skipping: /dev/fuse missing (no FUSE on this machine)")
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			if _, err := exec.LookPath("fusermount"); err != nil {
+				t.Skip("skipping: FUSE needs root or fusermount3")
+			}
+		}
+	}
+}
+
+// RequireLoop skips the test unless loop devices can be set up (root and /dev/loop-control).
+func RequireLoop(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("skipping: /dev/loop-control missing (no loop devices)")
+	}
+	RequireTool(t, "losetup")
+}
