@@ -1,0 +1,348 @@
+// Package explore is powercut's crash-state explorer: it walks the crash points of a recording
+// under a durability model, enumerates the states each point allows with a strategy, materialises
+// each state as an overlay on the base image, checks every distinct image once, and streams the
+// violations it finds in a deterministic order whatever the parallelism.
+package explore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/powercut/powercut/image"
+	"github.com/powercut/powercut/model"
+	"github.com/powercut/powercut/pclog"
+)
+
+// Source is a recording and the base images of its devices (nil: the device starts as zeros).
+type Source struct {
+	Log   *pclog.Log
+	Bases map[uint16]io.ReaderAt
+}
+
+// Options configures an exploration.
+type Options struct {
+	Model    model.Model
+	Discard  model.DiscardPolicy
+	Strategy string // exhaustive, drop-k, keep-k, sample (default drop-k)
+	K        int    // drop-k / keep-k (default 2)
+	States   int    // at most this many states per crash point (0: no limit; sample: 64)
+	Seed     uint64
+	FromMark string
+	ToMark   string
+	Jobs     int // parallel checks (default 1)
+	Progress func(Progress)
+}
+
+// Progress is reported after every check.
+type Progress struct {
+	Points, PointsDone         int
+	Generated, Distinct, Check int
+	Violations                 int
+	Elapsed                    time.Duration
+}
+
+// Candidate is one distinct crash state handed to a checker.
+type Candidate struct {
+	ID           string
+	Model        model.Model
+	Point        model.Point
+	LastMark     string
+	CoveredMarks []string
+	Reason       string
+	Images       map[uint16]*image.Image
+	Epoch        *model.Epoch
+	State        *model.State
+	Source       *Source
+}
+
+// Violation is one thing a checker found wrong with a state.
+type Violation struct {
+	Oracle string `json:"oracle"`
+	Detail string `json:"detail"`
+	Output string `json:"output,omitempty"`
+}
+
+// Checker checks one crash state. A non-nil error means the check could not run (a tool
+// error); violations mean the state is bad.
+type Checker interface {
+	Check(ctx context.Context, c *Candidate) ([]Violation, error)
+}
+
+// MarkBlind is implemented by checkers whose verdict does not depend on the mark context
+// (fsck): their states are deduplicated by image alone.
+type MarkBlind interface{ IgnoresMarks() bool }
+
+// Found is a violation of one state.
+type Found struct {
+	StateID  string `json:"state"`
+	LastMark string `json:"last_mark,omitempty"`
+	Reason   string `json:"crash_point"`
+	Violation
+	// Also lists other states with the same image and mark context (deduplicated).
+	Also int `json:"same_image_states,omitempty"`
+}
+
+// Report summarises an exploration.
+type Report struct {
+	Model       string  `json:"model"`
+	Strategy    string  `json:"strategy"`
+	CrashPoints int     `json:"crash_points"`
+	States      int     `json:"states"`
+	Distinct    int     `json:"distinct_images"`
+	Checked     int     `json:"checked"`
+	Violations  []Found `json:"violations"`
+	BadStates   int     `json:"bad_states"`
+	Truncated   int     `json:"truncated_points,omitempty"`
+	Seconds     float64 `json:"seconds"`
+}
+
+type job struct {
+	seq  int
+	cand *Candidate
+}
+
+type result struct {
+	seq   int
+	cand  *Candidate
+	viols []Violation
+	err   error
+}
+
+// Explore runs the exploration. onViolation (optional) is called for each violation in
+// deterministic order as soon as all earlier states are checked.
+func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViolation func(Found)) (*Report, error) {
+	start := time.Now()
+	h, err := model.FromLog(src.Log)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Strategy == "" {
+		opts.Strategy = string(model.DropK)
+	}
+	strat, err := model.ParseStrategy(opts.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Model == 0 {
+		return nil, fmt.Errorf("no model given")
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = 1
+	}
+	pts, err := h.MarkRange(h.Points(opts.Model), opts.FromMark, opts.ToMark)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Model: opts.Model.String(), Strategy: opts.Strategy, CrashPoints: len(pts)}
+	blind := false
+	if mb, ok := chk.(MarkBlind); ok {
+		blind = mb.IgnoresMarks()
+	}
+	hs := newHasher(&src, h)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan job)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	for w := 0; w < opts.Jobs; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				v, err := chk.Check(ctx, j.cand)
+				results <- result{seq: j.seq, cand: j.cand, viols: v, err: err}
+			}
+		}()
+	}
+	// Collector: emits results in sequence order.
+	var (
+		collectErr error
+		dupCount   = map[int]int{}
+		dupMu      sync.Mutex
+		progMu     sync.Mutex
+		prog       = Progress{Points: len(pts)}
+	)
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		pending := map[int]result{}
+		next := 0
+		for r := range results {
+			pending[r.seq] = r
+			for {
+				r, ok := pending[next]
+				if !ok {
+					break
+				}
+				delete(pending, next)
+				next++
+				rep.Checked++
+				if r.err != nil {
+					if collectErr == nil {
+						collectErr = fmt.Errorf("check state %s: %w", r.cand.ID, r.err)
+						cancel()
+					}
+					continue
+				}
+				if len(r.viols) > 0 {
+					rep.BadStates++
+				}
+				for _, v := range r.viols {
+					dupMu.Lock()
+					also := dupCount[r.seq]
+					dupMu.Unlock()
+					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, Violation: v, Also: also}
+					rep.Violations = append(rep.Violations, f)
+					if onViolation != nil {
+						onViolation(f)
+					}
+				}
+				if opts.Progress != nil {
+					progMu.Lock()
+					prog.Check = rep.Checked
+					prog.Violations = len(rep.Violations)
+					prog.Elapsed = time.Since(start)
+					p := prog
+					progMu.Unlock()
+					opts.Progress(p)
+				}
+			}
+		}
+	}()
+
+	genErr := func() error {
+		seen := map[string]int{} // dedup key -> seq
+		seq := 0
+		for pi, p := range pts {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			e := h.Epoch(opts.Model, opts.Discard, p)
+			lk, err := hs.layerKey(e)
+			if err != nil {
+				return err
+			}
+			var serr error
+			trunc, err := e.States(model.EnumOptions{Strategy: strat, K: opts.K, Max: opts.States, Seed: opts.Seed}, func(st *model.State) bool {
+				rep.States++
+				ext, err := e.Image(st)
+				if err != nil {
+					serr = err
+					return false
+				}
+				k, err := hs.stateKey(e, lk, ext)
+				if err != nil {
+					serr = err
+					return false
+				}
+				covered := e.CoveredMarks(st)
+				dk := fmt.Sprintf("%x.%x", k.a, k.b)
+				if !blind {
+					dk += "|" + p.LastMark + "|" + strings.Join(covered, ",")
+				}
+				if s, dup := seen[dk]; dup {
+					dupMu.Lock()
+					dupCount[s]++
+					dupMu.Unlock()
+					return true
+				}
+				seen[dk] = seq
+				rep.Distinct++
+				c := &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
+					Reason: p.Reason, Images: images(&src, h, ext), Epoch: e, State: st, Source: &src}
+				select {
+				case jobs <- job{seq: seq, cand: c}:
+				case <-ctx.Done():
+					serr = ctx.Err()
+					return false
+				}
+				seq++
+				return true
+			})
+			if serr != nil {
+				return serr
+			}
+			if err != nil {
+				return err
+			}
+			if trunc {
+				rep.Truncated++
+			}
+			progMu.Lock()
+			prog.PointsDone = pi + 1
+			prog.Generated = rep.States
+			prog.Distinct = rep.Distinct
+			progMu.Unlock()
+		}
+		return nil
+	}()
+	close(jobs)
+	wg.Wait()
+	close(results)
+	<-collected
+	rep.Seconds = time.Since(start).Seconds()
+	if collectErr != nil {
+		return rep, collectErr
+	}
+	if genErr != nil {
+		return rep, genErr
+	}
+	return rep, nil
+}
+
+func images(src *Source, h *model.History, ext map[uint16]model.Extents) map[uint16]*image.Image {
+	out := make(map[uint16]*image.Image, len(h.DevSize))
+	for dev, size := range h.DevSize {
+		out[dev] = image.New(size, src.Bases[dev], image.LogSource{Log: src.Log}, ext[dev])
+	}
+	return out
+}
+
+// Materialize rebuilds the images of one state from its ID.
+func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidate, error) {
+	h, err := model.FromLog(src.Log)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, st, err := h.Resolve(stateID)
+	if err != nil {
+		return nil, nil, err
+	}
+	ext, err := e.Image(st)
+	if err != nil {
+		return nil, nil, err
+	}
+	imgs := images(&src, h, ext)
+	c := &Candidate{ID: e.ID(st), Model: st.Model, Point: e.Point, LastMark: e.Point.LastMark, CoveredMarks: e.CoveredMarks(st),
+		Reason: e.Point.Reason, Images: imgs, Epoch: e, State: st, Source: &src}
+	return imgs, c, nil
+}
+
+// PrefixToMark rebuilds the images of the prefix of the log up to and including mark name.
+func PrefixToMark(src Source, name string) (map[uint16]*image.Image, error) {
+	h, err := model.FromLog(src.Log)
+	if err != nil {
+		return nil, err
+	}
+	i := h.FindMark(name)
+	if i < 0 {
+		return nil, fmt.Errorf("mark %q not in the log", name)
+	}
+	t := h.Ops[i].Complete + 1
+	for _, p := range h.Points(model.Prefix) {
+		if p.T == t {
+			e := h.Epoch(model.Prefix, model.DiscardZero, p)
+			ext, err := e.Image(&model.State{Model: model.Prefix, Policy: model.DiscardZero, Point: p.Index})
+			if err != nil {
+				return nil, err
+			}
+			return images(&src, h, ext), nil
+		}
+	}
+	return nil, fmt.Errorf("mark %q: no prefix crash point", name)
+}

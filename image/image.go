@@ -1,0 +1,172 @@
+// Package image materialises crash images: a device's base image (or zeros) with an overlay of
+// extents taken from the recording's data. Creating an Image costs the overlay, never a copy of
+// the device; reads go to the log or the base on demand, and the base is never written.
+package image
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/powercut/powercut/model"
+	"github.com/powercut/powercut/pclog"
+)
+
+// DataSource gives the data of log entry i (a WRITE) at byte off within it.
+type DataSource interface {
+	ReadData(i int, p []byte, off int64) error
+}
+
+// Image is one device's crash image. It implements io.ReaderAt and is safe for concurrent reads.
+type Image struct {
+	size    int64
+	base    io.ReaderAt // nil: zeros
+	data    DataSource
+	extents model.Extents
+}
+
+// New returns the image of a device of size bytes: base (nil for zeros) overlaid with x.
+func New(size int64, base io.ReaderAt, data DataSource, x model.Extents) *Image {
+	return &Image{size: size, base: base, data: data, extents: x}
+}
+
+// Size is the device size in bytes.
+func (im *Image) Size() int64 { return im.size }
+
+// Extents returns the overlay.
+func (im *Image) Extents() model.Extents { return im.extents }
+
+// OverlayBytes is the number of bytes the overlay covers.
+func (im *Image) OverlayBytes() int64 {
+	var n int64
+	for _, e := range im.extents {
+		n += e.Len
+	}
+	return n
+}
+
+// ReadAt implements io.ReaderAt.
+func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("image read at negative offset %d", off)
+	}
+	if off >= im.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if int64(want) > im.size-off {
+		p = p[:im.size-off]
+	}
+	done := 0
+	for done < len(p) {
+		o := off + int64(done)
+		e, ok := im.extents.Lookup(o)
+		var n int
+		if ok {
+			n = int(min(int64(len(p)-done), e.Off+e.Len-o))
+			dst := p[done : done+n]
+			switch {
+			case e.Op == model.SrcZero:
+				clear(dst)
+			case e.Op >= 0:
+				if err := im.data.ReadData(e.Op, dst, e.OpOff+(o-e.Off)); err != nil {
+					return done, err
+				}
+			default:
+				if err := im.readBase(dst, o); err != nil {
+					return done, err
+				}
+			}
+		} else {
+			// gap up to the next extent
+			next := im.size
+			if k := im.nextExtent(o); k < len(im.extents) {
+				next = im.extents[k].Off
+			}
+			n = int(min(int64(len(p)-done), next-o))
+			if err := im.readBase(p[done:done+n], o); err != nil {
+				return done, err
+			}
+		}
+		done += n
+	}
+	if done < want {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+func (im *Image) nextExtent(off int64) int {
+	lo, hi := 0, len(im.extents)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if im.extents[m].Off+im.extents[m].Len <= off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+func (im *Image) readBase(p []byte, off int64) error {
+	if im.base == nil {
+		clear(p)
+		return nil
+	}
+	n, err := im.base.ReadAt(p, off)
+	if err == io.EOF && n == len(p) {
+		err = nil
+	}
+	if err == io.EOF {
+		clear(p[n:]) // a base shorter than the device reads as zeros past its end
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("read base at %d: %w", off, err)
+	}
+	return nil
+}
+
+// WriteTo copies the whole image to w (used by replay to produce a file).
+func (im *Image) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var total int64
+	for off := int64(0); off < im.size; {
+		n := int(min(int64(len(buf)), im.size-off))
+		if _, err := im.ReadAt(buf[:n], off); err != nil && err != io.EOF {
+			return total, err
+		}
+		m, err := w.Write(buf[:n])
+		total += int64(m)
+		if err != nil {
+			return total, err
+		}
+		off += int64(n)
+	}
+	return total, nil
+}
+
+// WriteOverlay writes only the overlay onto f, which must already hold the base content (or be
+// sparse zeros when there is no base): cost proportional to the overlay.
+func (im *Image) WriteOverlay(f io.WriterAt) error {
+	buf := make([]byte, 1<<20)
+	for _, e := range im.extents {
+		for done := int64(0); done < e.Len; {
+			n := min(int64(len(buf)), e.Len-done)
+			if _, err := im.ReadAt(buf[:n], e.Off+done); err != nil && err != io.EOF {
+				return err
+			}
+			if _, err := f.WriteAt(buf[:n], e.Off+done); err != nil {
+				return err
+			}
+			done += n
+		}
+	}
+	return nil
+}
+
+// LogSource adapts an opened pclog to DataSource.
+type LogSource struct{ Log *pclog.Log }
+
+// ReadData implements DataSource.
+func (s LogSource) ReadData(i int, p []byte, off int64) error { return s.Log.ReadData(i, p, off) }

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/xxh3"
+	"golang.org/x/term"
+
+	"github.com/powercut/powercut/explore"
+	"github.com/powercut/powercut/pclog"
+)
+
+// isTerminal reports whether w is a terminal (progress bars only there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// HashBase returns the "xxh3-128:<hex>" hash of r's first size bytes.
+func HashBase(r io.ReaderAt, size int64) (string, error) {
+	h := xxh3.New128()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		return "", err
+	}
+	s := h.Sum128().Bytes()
+	return "xxh3-128:" + hex.EncodeToString(s[:]), nil
+}
+
+// openBases opens the base images named by --base flags ("IMG" for device 0 or "ID=IMG") and
+// checks them against the log's base references. A zstd-compressed base is decompressed to a
+// temporary file. The returned closer releases everything.
+func openBases(l *pclog.Log, specs []string) (map[uint16]io.ReaderAt, func(), []string, error) {
+	bases := map[uint16]io.ReaderAt{}
+	paths := []string{}
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, s := range specs {
+		dev := uint16(0)
+		path := s
+		if a, b, ok := strings.Cut(s, "="); ok {
+			if n, err := strconv.ParseUint(a, 10, 16); err == nil {
+				dev, path = uint16(n), b
+			}
+		}
+		d, ok := l.Header.Device(dev)
+		if !ok {
+			closeAll()
+			return nil, nil, nil, usagef("--base %s: the log has no device %d", s, dev)
+		}
+		f, cleanup, err := openMaybeZstd(path)
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, fmt.Errorf("--base %s: %w", path, err)
+		}
+		closers = append(closers, cleanup)
+		st, err := f.Stat()
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, err
+		}
+		if ref, ok := l.Header.Base(dev); ok {
+			if st.Size() != ref.Size {
+				closeAll()
+				return nil, nil, nil, fmt.Errorf("--base %s: %d bytes, but the log was recorded on a %d-byte base", path, st.Size(), ref.Size)
+			}
+			if ref.Hash != "" {
+				got, err := HashBase(f, st.Size())
+				if err != nil {
+					closeAll()
+					return nil, nil, nil, err
+				}
+				if got != ref.Hash {
+					closeAll()
+					return nil, nil, nil, fmt.Errorf("--base %s: content hash %s differs from the log's base %s (wrong or modified base image)", path, got, ref.Hash)
+				}
+			}
+		} else if st.Size() < d.Size {
+			fmt.Fprintf(os.Stderr, "powercut: note: base %s (%d bytes) is shorter than device %d (%d bytes); the rest reads as zeros\n", path, st.Size(), dev, d.Size)
+		}
+		bases[dev] = f
+		paths = append(paths, s)
+	}
+	for _, ref := range l.Header.Bases {
+		if bases[ref.Device] == nil {
+			closeAll()
+			hint := ""
+			if ref.Path != "" {
+				hint = fmt.Sprintf(" (recorded from %s)", ref.Path)
+			}
+			return nil, nil, nil, usagef("the log was recorded on a base image for device %d%s: pass --base", ref.Device, hint)
+		}
+	}
+	return bases, closeAll, paths, nil
+}
+
+// openMaybeZstd opens path; a zstd-compressed file is decompressed into a temporary file first.
+func openMaybeZstd(path string) (*os.File, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var magic [4]byte
+	n, _ := f.ReadAt(magic[:], 0)
+	if n < 4 || !bytes.Equal(magic[:], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		return f, func() { f.Close() }, nil
+	}
+	defer f.Close()
+	tmp, err := os.CreateTemp("", "powercut-base-*.img")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { tmp.Close(); os.Remove(tmp.Name()) }
+	dec, err := zstd.NewReader(f)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	defer dec.Close()
+	if _, err := io.Copy(tmp, dec); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("decompress %s: %w", path, err)
+	}
+	return tmp, cleanup, nil
+}
+
+// replayCommand is the one-line command that rebuilds a state's image.
+func replayCommand(logPath string, bases []string, stateID string) string {
+	var b strings.Builder
+	b.WriteString("powercut replay --log " + shellQuote(logPath))
+	for _, s := range bases {
+		b.WriteString(" --base " + shellQuote(s))
+	}
+	b.WriteString(" --state " + shellQuote(stateID) + " --out crash.img")
+	return b.String()
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == ':' || r == '=' || r == ',' || r == '+' ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// violationLines prints one violation for humans.
+func printViolation(w io.Writer, logPath string, bases []string, f explore.Found) {
+	fmt.Fprintf(w, "VIOLATION %s: %s", f.StateID, f.Oracle)
+	if f.Detail != "" {
+		fmt.Fprintf(w, ": %s", f.Detail)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  crash point: %s; last mark: %q\n", f.Reason, f.LastMark)
+	if f.Output != "" {
+		for _, line := range strings.Split(strings.TrimRight(f.Output, "\n"), "\n") {
+			fmt.Fprintf(w, "  | %s\n", line)
+		}
+	}
+	fmt.Fprintf(w, "  rebuild: %s\n", replayCommand(logPath, bases, f.StateID))
+}

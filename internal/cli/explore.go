@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/powercut/powercut/explore"
+	"github.com/powercut/powercut/internal/checkers"
+	"github.com/powercut/powercut/internal/scratch"
+	"github.com/powercut/powercut/model"
+	"github.com/powercut/powercut/pclog"
+)
+
+// exploreFlags are shared by every command that explores (explore, demo, fs).
+type exploreFlags struct {
+	model, strategy, discard string
+	k, states, jobs          int
+	seed                     uint64
+	fromMark, toMark         string
+}
+
+func (f *exploreFlags) register(c *cobra.Command, defModel string) {
+	c.Flags().StringVar(&f.model, "model", defModel, "durability model: prefix, flush, reorder, torn, coalesce")
+	c.Flags().StringVar(&f.strategy, "strategy", "drop-k", "state enumeration: exhaustive, drop-k, keep-k, sample")
+	c.Flags().IntVar(&f.k, "k", 2, "k for drop-k / keep-k")
+	c.Flags().IntVar(&f.states, "states", 0, "at most N states per crash point (0: all the strategy gives; sample: 64)")
+	c.Flags().Uint64Var(&f.seed, "seed", 1, "seed for --strategy sample")
+	c.Flags().StringVar(&f.discard, "discard", "either", "what a DISCARD leaves: zero, keep, either")
+	c.Flags().IntVar(&f.jobs, "jobs", 1, "check N states in parallel (results keep a deterministic order)")
+	c.Flags().StringVar(&f.fromMark, "from-mark", "", "only crash points after this mark")
+	c.Flags().StringVar(&f.toMark, "to-mark", "", "only crash points up to and including this mark")
+}
+
+func (f *exploreFlags) options() (explore.Options, error) {
+	m, err := model.ParseModel(f.model)
+	if err != nil {
+		return explore.Options{}, usagef("--model: %v", err)
+	}
+	if _, err := model.ParseStrategy(f.strategy); err != nil {
+		return explore.Options{}, usagef("--strategy: %v", err)
+	}
+	pol, err := model.ParseDiscardPolicy(f.discard)
+	if err != nil {
+		return explore.Options{}, usagef("--discard: %v", err)
+	}
+	if f.jobs < 1 || f.states < 0 || f.k < 1 {
+		return explore.Options{}, usagef("--jobs and --k must be at least 1, --states at least 0")
+	}
+	return explore.Options{Model: m, Strategy: f.strategy, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
+		FromMark: f.fromMark, ToMark: f.toMark, Jobs: f.jobs}, nil
+}
+
+// progress returns a progress callback drawing a bar on w when it is a terminal, and a finish
+// function; it is silent otherwise.
+func progress(w io.Writer) (func(explore.Progress), func()) {
+	if !isTerminal(w) {
+		return nil, func() {}
+	}
+	bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("exploring"),
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish(), progressbar.OptionSpinnerType(14))
+	start := time.Now()
+	return func(p explore.Progress) {
+			rate := float64(p.Check) / max(time.Since(start).Seconds(), 1e-3)
+			eta := "?"
+			if p.PointsDone > 0 && p.PointsDone < p.Points {
+				el := time.Since(start)
+				eta = (time.Duration(float64(el) * float64(p.Points-p.PointsDone) / float64(p.PointsDone))).Round(time.Second).String()
+			} else if p.PointsDone == p.Points {
+				eta = "0s"
+			}
+			bar.Describe(fmt.Sprintf("crash points %d/%d, states checked %d (%.0f/s), violations %d, ETA %s",
+				p.PointsDone, p.Points, p.Check, rate, p.Violations, eta))
+			_ = bar.Add(1)
+		}, func() {
+			_ = bar.Finish()
+		}
+}
+
+type nullChecker struct{}
+
+func (nullChecker) Check(context.Context, *explore.Candidate) ([]explore.Violation, error) { return nil, nil }
+func (nullChecker) IgnoresMarks() bool                                                 { return true }
+
+// exploreResult is the --json output.
+type exploreResult struct {
+	Log    string `json:"log"`
+	Checks string `json:"check"`
+	*explore.Report
+	Replay map[string]string `json:"replay_commands,omitempty"`
+}
+
+func init() {
+	register("explore", func(env *Env) *cobra.Command {
+		var (
+			ef                 exploreFlags
+			logPath, checkCmd  string
+			fsckFS, outPath    string
+			verifyTrack        string
+			bases              []string
+			asJSON             bool
+			checkTimeout       time.Duration
+		)
+		c := &cobra.Command{
+			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
+			Short: "Generate the crash states of a recording and check each distinct one",
+			Long: `Generate every crash state a recording allows under a durability model and check each
+distinct image once. --check runs a shell command per state with POWERCUT_IMAGE (a regular file
+holding the crash image; writes go to a throw-away layer), POWERCUT_STATE, POWERCUT_MODEL,
+POWERCUT_LAST_MARK and POWERCUT_COVERED_MARKS; exit 0 passes. --fsck ext4|xfs|btrfs replays the
+journal in a scratch layer and runs the read-only fsck. Without a checker, states are only counted.
+
+Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
+			Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				opts, err := ef.options()
+				if err != nil {
+					return err
+				}
+				if logPath == "" {
+					return usagef("--log is required")
+				}
+				n := 0
+				for _, s := range []string{checkCmd, fsckFS, verifyTrack} {
+					if s != "" {
+						n++
+					}
+				}
+				if n > 1 {
+					return usagef("--check, --fsck and --verify are exclusive")
+				}
+				l, err := pclog.Open(logPath)
+				if err != nil {
+					return err
+				}
+				defer l.Close()
+				if l.Torn != nil {
+					fmt.Fprintf(env.Stderr, "powercut: %s: %v; exploring what was recovered\n", logPath, l.Torn)
+				}
+				bm, closeBases, basePaths, err := openBases(l, bases)
+				if err != nil {
+					return err
+				}
+				defer closeBases()
+				ctx := cmd.Context()
+				var chk explore.Checker = nullChecker{}
+				what := "none (states counted only)"
+				if checkCmd != "" || fsckFS != "" {
+					dir, err := scratch.New(ctx)
+					if err != nil {
+						return err
+					}
+					defer dir.Close()
+					files := checkers.Files{Dir: dir}
+					if checkCmd != "" {
+						chk = &checkers.Command{Files: files, Cmd: checkCmd, Timeout: checkTimeout}
+						what = "command: " + checkCmd
+					} else {
+						f, err := checkers.NewFsck(fsckFS, files)
+						if err != nil {
+							return usagef("%v", err)
+						}
+						if checkTimeout > 0 {
+							f.Timeout = checkTimeout
+						}
+						chk = f
+						what = "fsck " + fsckFS
+					}
+				}
+				if verifyTrack != "" {
+					if chk, err = newVerifyChecker(verifyTrack); err != nil {
+						return err
+					}
+					what = "verify " + verifyTrack
+				}
+				var stream *json.Encoder
+				if outPath != "" {
+					f, err := os.Create(outPath)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					stream = json.NewEncoder(f)
+				}
+				prog, finish := progress(env.Stderr)
+				opts.Progress = prog
+				if !asJSON {
+					fmt.Fprintf(env.Stdout, "exploring %s: model %s, strategy %s, discard %s, check %s\n", logPath, opts.Model, opts.Strategy, opts.Discard, what)
+				}
+				rep, err := explore.Explore(ctx, explore.Source{Log: l, Bases: bm}, opts, chk, func(f explore.Found) {
+					if stream != nil {
+						_ = stream.Encode(struct {
+							explore.Found
+							Replay string `json:"replay"`
+						}{f, replayCommand(logPath, basePaths, f.StateID)})
+					}
+					if !asJSON {
+						finishLine(env.Stderr)
+						printViolation(env.Stdout, logPath, basePaths, f)
+					}
+				})
+				finish()
+				if err != nil {
+					return err
+				}
+				if stream != nil {
+					_ = stream.Encode(struct {
+						Summary *explore.Report `json:"summary"`
+					}{rep})
+				}
+				if asJSON {
+					res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
+					for _, v := range rep.Violations {
+						res.Replay[v.StateID] = replayCommand(logPath, basePaths, v.StateID)
+					}
+					if err := writeJSON(env.Stdout, res); err != nil {
+						return err
+					}
+				} else {
+					printSummary(env.Stdout, rep)
+				}
+				if len(rep.Violations) > 0 {
+					return ErrViolations
+				}
+				return nil
+			},
+		}
+		ef.register(c, "reorder")
+		c.Flags().StringVar(&logPath, "log", "", "the recording (.pclog)")
+		c.Flags().StringArrayVar(&bases, "base", nil, "base image of device 0, or ID=IMG for device ID (zstd accepted)")
+		c.Flags().StringVar(&checkCmd, "check", "", "shell command run per distinct state (exit 0 = pass)")
+		c.Flags().StringVar(&fsckFS, "fsck", "", "built-in check: ext4, xfs or btrfs")
+		c.Flags().StringVar(&verifyTrack, "verify", "", "check every block against the versions a powercut verify run may leave (its --track file)")
+		c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
+		c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
+		c.Flags().StringVar(&outPath, "out", "", "also stream violations as JSON lines to this file")
+		return c
+	})
+}
+
+func finishLine(w io.Writer) {
+	if isTerminal(w) {
+		fmt.Fprint(w, "\r\033[K")
+	}
+}
+
+func printSummary(w io.Writer, rep *explore.Report) {
+	fmt.Fprintf(w, "crash points: %d\nstates generated: %d\ndistinct images: %d\nchecked: %d\nviolations: %d (in %d states)\n",
+		rep.CrashPoints, rep.States, rep.Distinct, rep.Checked, len(rep.Violations), rep.BadStates)
+	if rep.Truncated > 0 {
+		fmt.Fprintf(w, "note: --states cut the enumeration short at %d crash points\n", rep.Truncated)
+	}
+	fmt.Fprintf(w, "time: %.1fs\n", rep.Seconds)
+}

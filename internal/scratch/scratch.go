@@ -1,0 +1,238 @@
+// Package scratch serves crash images as regular files with a throw-away write layer, so that
+// external checkers (fsck, mount, an application's oracle) can open, repair and mount a crash
+// state without copying the device: the file is a FUSE file whose reads come from the image's
+// base and overlay, and whose writes go to an in-memory layer dropped when the file is released.
+// The base image is never modified.
+//
+// Where FUSE is not available (no /dev/fuse, not root and no fusermount3) the Dir falls back to
+// writing each image to a temporary file: correct, but it costs a copy of the device per state,
+// and says so once on stderr.
+package scratch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/powercut/powercut/record"
+)
+
+// Image is what a scratch file serves: a crash image.
+type Image interface {
+	io.ReaderAt
+	Size() int64
+}
+
+// Dir serves scratch files.
+type Dir struct {
+	tmp    string
+	mnt    string
+	server *fuse.Server
+	root   *rootNode
+	n      atomic.Uint64
+	mu     sync.Mutex
+	closed bool
+	Warn   io.Writer // where to say that the copy fallback is in use (default stderr)
+	warned sync.Once
+	noFUSE bool
+}
+
+type rootNode struct{ fs.Inode }
+
+// Available reports whether FUSE can be used here.
+func Available() bool {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return false
+	}
+	if os.Geteuid() == 0 {
+		return true
+	}
+	_, err := exec.LookPath("fusermount3")
+	return err == nil
+}
+
+// New mounts a private FUSE directory (or prepares the copy fallback).
+func New(ctx context.Context) (*Dir, error) {
+	tmp, err := os.MkdirTemp("", "powercut-scratch-")
+	if err != nil {
+		return nil, err
+	}
+	d := &Dir{tmp: tmp, Warn: os.Stderr}
+	if !Available() || os.Getenv("POWERCUT_NO_FUSE") != "" {
+		d.noFUSE = true
+		return d, nil
+	}
+	d.mnt = filepath.Join(tmp, "mnt")
+	if err := os.Mkdir(d.mnt, 0o700); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	d.root = &rootNode{}
+	to := time.Duration(0)
+	srv, err := fs.Mount(d.mnt, d.root, &fs.Options{
+		EntryTimeout: &to, AttrTimeout: &to, NegativeTimeout: &to,
+		MountOptions: fuse.MountOptions{FsName: "powercut-scratch", Name: "powercut", AllowOther: os.Geteuid() == 0, MaxWrite: 1 << 20, DisableXAttrs: true},
+	})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("mount scratch FUSE directory: %w", err)
+	}
+	d.server = srv
+	go func() {
+		<-ctx.Done()
+		d.Close()
+	}()
+	return d, nil
+}
+
+// FUSE reports whether files are served through FUSE (false: copy fallback).
+func (d *Dir) FUSE() bool { return !d.noFUSE }
+
+// File returns the path of a regular file holding img, writable, backed by a throw-away layer.
+// release removes it.
+func (d *Dir) File(img Image) (path string, release func(), err error) {
+	id := d.n.Add(1)
+	name := fmt.Sprintf("state-%d.img", id)
+	if d.noFUSE {
+		d.warned.Do(func() {
+			fmt.Fprintln(d.Warn, "powercut: FUSE is not available: each crash image is copied to a temporary file (slow; run as root with /dev/fuse for copy-free images)")
+		})
+		p := filepath.Join(d.tmp, name)
+		f, err := os.Create(p)
+		if err != nil {
+			return "", nil, err
+		}
+		_, err = io.Copy(f, io.NewSectionReader(img, 0, img.Size()))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(p)
+			return "", nil, fmt.Errorf("copy crash image to %s: %w", p, err)
+		}
+		return p, func() { os.Remove(p) }, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return "", nil, fmt.Errorf("scratch directory closed")
+	}
+	node := &fileNode{store: record.NewCOWStore(img, img.Size()), size: img.Size()}
+	ino := d.root.NewPersistentInode(context.Background(), node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: id + 1})
+	d.root.AddChild(name, ino, true)
+	return filepath.Join(d.mnt, name), func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if !d.closed {
+			d.root.RmChild(name)
+		}
+	}, nil
+}
+
+// Close unmounts and removes the directory.
+func (d *Dir) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.mu.Unlock()
+	var err error
+	if d.server != nil {
+		for i := 0; i < 50; i++ {
+			if err = d.server.Unmount(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			// last resort: lazy unmount so nothing is left behind
+			_ = exec.Command("umount", "-l", d.mnt).Run()
+		}
+	}
+	os.RemoveAll(d.tmp)
+	return err
+}
+
+type fileNode struct {
+	fs.Inode
+	store *record.MemStore
+	size  int64
+}
+
+var (
+	_ fs.NodeGetattrer = (*fileNode)(nil)
+	_ fs.NodeOpener    = (*fileNode)(nil)
+	_ fs.NodeReader    = (*fileNode)(nil)
+	_ fs.NodeWriter    = (*fileNode)(nil)
+	_ fs.NodeFsyncer   = (*fileNode)(nil)
+	_ fs.NodeAllocater = (*fileNode)(nil)
+	_ fs.NodeSetattrer = (*fileNode)(nil)
+)
+
+func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o644
+	out.Size = uint64(f.size)
+	out.Blocks = uint64(f.size+511) / 512
+	return 0
+}
+
+func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && int64(sz) != f.size {
+		return syscall.EPERM // a crash image has the device's size
+	}
+	return f.Getattr(ctx, fh, out)
+}
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= f.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	n := min(int64(len(dest)), f.size-off)
+	if _, err := f.store.ReadAt(dest[:n], off); err != nil {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if off < 0 || off+int64(len(data)) > f.size {
+		return 0, syscall.ENOSPC
+	}
+	if _, err := f.store.WriteAt(data, off); err != nil {
+		return 0, syscall.EIO
+	}
+	return uint32(len(data)), 0
+}
+
+func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno { return 0 }
+
+func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	const punch, zero = 0x02, 0x10 // FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+	if mode&(punch|zero) == 0 {
+		return 0 // plain preallocation: nothing to do, the file is full size
+	}
+	end := min(int64(off+size), f.size)
+	if int64(off) >= end {
+		return 0
+	}
+	if err := f.store.Zero(int64(off), end-int64(off)); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}

@@ -1,0 +1,389 @@
+package model
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/powercut/powercut/pclog"
+)
+
+// Epoch is the analysis of one crash point under one model: which operations landed for sure,
+// which may or may not have, and which choices a state can make. It precomputes the overlay of
+// the settled operations (those no choice can affect) so a state costs only what it changes.
+type Epoch struct {
+	H      *History
+	M      Model
+	Policy DiscardPolicy
+	Point  Point
+
+	// Fixed ops landed whole in every state (durable for reorder/torn; completed for prefix-like).
+	Fixed []int
+	// Pending ops may or may not land (reorder/torn only), in completion order.
+	Pending []int
+	// Discards are discards whose effect is a choice (policy either), in completion order.
+	Discards []int
+	// Pairs are concurrent overlapping ops whose order is a choice (reorder/torn): [a, b] with
+	// a before b in completion order. A state may flip a pair (b applied before a).
+	Pairs [][2]int
+	// Carries lists, for coalesce, the later same-range writes whose content op i may carry.
+	Carries map[int][]int
+
+	pending   map[int]bool
+	discards  map[int]bool
+	pairIdx   map[[2]int]bool
+	unsettled []int // ops painted per state (fixed-but-affected and pending), completion order
+	layer     map[uint16]Extents
+}
+
+// Epoch analyses crash point p.
+func (h *History) Epoch(m Model, pol DiscardPolicy, p Point) *Epoch {
+	e := &Epoch{H: h, M: m, Policy: pol, Point: p, pending: map[int]bool{}, discards: map[int]bool{}, pairIdx: map[[2]int]bool{}}
+	t := p.T
+	covers := map[uint16]uint64{}
+	for dev := range h.SectorSize {
+		covers[dev] = h.cover(dev, t)
+	}
+	var rel []int // data ops that matter at t
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		if !o.isData() || o.Submit >= t {
+			continue
+		}
+		if o.Kind == pclog.KindDiscard && pol == DiscardKeep {
+			continue // ignored by the device: transparent
+		}
+		if m.prefixLike() {
+			if o.Complete >= t {
+				continue
+			}
+			e.Fixed = append(e.Fixed, i)
+		} else if o.Complete < t && (o.fua() || o.Complete < covers[o.Dev]) {
+			e.Fixed = append(e.Fixed, i)
+		} else {
+			e.Pending = append(e.Pending, i)
+			e.pending[i] = true
+		}
+		rel = append(rel, i)
+		if o.Kind == pclog.KindDiscard && pol == DiscardEither {
+			e.Discards = append(e.Discards, i)
+			e.discards[i] = true
+		}
+	}
+	seed := map[int]bool{}
+	for _, i := range e.Pending {
+		seed[i] = true
+	}
+	for _, i := range e.Discards {
+		seed[i] = true
+	}
+	if m == Reorder || m == Torn {
+		for a := 0; a < len(rel); a++ {
+			for b := a + 1; b < len(rel); b++ {
+				oa, ob := &h.Ops[rel[a]], &h.Ops[rel[b]]
+				if oa.overlaps(ob) && oa.concurrent(ob) {
+					pr := [2]int{rel[a], rel[b]}
+					e.Pairs = append(e.Pairs, pr)
+					e.pairIdx[pr] = true
+					seed[rel[a]], seed[rel[b]] = true, true
+				}
+			}
+		}
+	}
+	if m == Coalesce {
+		e.Carries = map[int][]int{}
+		for _, i := range e.Fixed {
+			oi := &h.Ops[i]
+			if oi.Kind != pclog.KindWrite {
+				continue
+			}
+			for j := i + 1; j < len(h.Ops); j++ {
+				oj := &h.Ops[j]
+				if oj.Kind == pclog.KindWrite && oj.Submit < t && oj.Dev == oi.Dev && oj.Off == oi.Off && oj.Len == oi.Len {
+					e.Carries[i] = append(e.Carries[i], j)
+					seed[i] = true
+				}
+			}
+		}
+	}
+	// Closure: a fixed op must be painted per state if some per-state op overlapping it is not
+	// guaranteed to come after it.
+	mustPrecede := func(d, u *Op) bool {
+		if m.prefixLike() {
+			return d.Complete < u.Complete
+		}
+		return d.before(u)
+	}
+	uns := seed
+	for changed := true; changed; {
+		changed = false
+		for _, i := range rel {
+			if uns[i] {
+				continue
+			}
+			for u := range uns {
+				if h.Ops[i].overlaps(&h.Ops[u]) && !mustPrecede(&h.Ops[i], &h.Ops[u]) {
+					uns[i] = true
+					changed = true
+					break
+				}
+			}
+		}
+	}
+	e.layer = map[uint16]Extents{}
+	for _, i := range rel {
+		if uns[i] {
+			e.unsettled = append(e.unsettled, i)
+			continue
+		}
+		e.layer[h.Ops[i].Dev] = paintOp(e.layer[h.Ops[i].Dev], h, i, -1, nil)
+	}
+	return e
+}
+
+// paintOp paints op i (content of op src when src >= 0: a coalesce carry), restricted to the
+// sectors in mask when mask is non-nil.
+func paintOp(x Extents, h *History, i, src int, mask Mask) Extents {
+	o := &h.Ops[i]
+	id := i
+	if src >= 0 {
+		id = src
+	}
+	if o.Kind != pclog.KindWrite {
+		id = SrcZero
+	}
+	if mask == nil {
+		return x.paint(o.Off, o.Len, id, 0)
+	}
+	ss := h.SectorSize[o.Dev]
+	n := int(o.Len / ss)
+	for s := 0; s < n; {
+		if !mask.Has(s) {
+			s++
+			continue
+		}
+		e := s
+		for e < n && mask.Has(e) {
+			e++
+		}
+		opOff := int64(s) * ss
+		if id < 0 {
+			opOff = 0
+		}
+		x = x.paint(o.Off+int64(s)*ss, int64(e-s)*ss, id, opOff)
+		s = e
+	}
+	return x
+}
+
+// IsPending reports whether op i may or may not land at this point.
+func (e *Epoch) IsPending(i int) bool { return e.pending[i] }
+
+// Sectors is the number of logical sectors op i spans.
+func (e *Epoch) Sectors(i int) int {
+	o := &e.H.Ops[i]
+	return int(o.Len / e.H.SectorSize[o.Dev])
+}
+
+// Image computes the overlay of state st per device.
+func (e *Epoch) Image(st *State) (map[uint16]Extents, error) {
+	if err := e.Check(st); err != nil {
+		return nil, err
+	}
+	h := e.H
+	dropped := map[int]bool{}
+	for _, i := range st.Dropped {
+		dropped[i] = true
+	}
+	keep := map[int]bool{}
+	for _, i := range st.KeepDiscards {
+		keep[i] = true
+	}
+	var landed []int
+	for _, i := range e.unsettled {
+		if dropped[i] || keep[i] {
+			continue
+		}
+		landed = append(landed, i)
+	}
+	order, err := e.order(landed, st)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint16]Extents, len(h.SectorSize))
+	for dev := range h.SectorSize {
+		out[dev] = e.layer[dev]
+	}
+	cloned := map[uint16]bool{}
+	for _, i := range order {
+		dev := h.Ops[i].Dev
+		if !cloned[dev] {
+			out[dev] = out[dev].Clone()
+			cloned[dev] = true
+		}
+		src := -1
+		if c, ok := st.Carry[i]; ok {
+			src = c
+		}
+		out[dev] = paintOp(out[dev], h, i, src, st.Torn[i])
+	}
+	return out, nil
+}
+
+// order returns the landed per-state ops in an order consistent with the real order and the
+// state's flips; an impossible combination of flips is an error.
+func (e *Epoch) order(landed []int, st *State) ([]int, error) {
+	if e.M.prefixLike() || len(st.Flips) == 0 {
+		// Completion order is always a valid linear extension.
+		if !e.M.prefixLike() {
+			return e.topo(landed, nil)
+		}
+		return landed, nil
+	}
+	flip := map[[2]int]bool{}
+	for _, p := range st.Flips {
+		flip[p] = true
+	}
+	return e.topo(landed, flip)
+}
+
+// topo sorts ops by precedence edges (a before b when cA < sB) and pair orientations (completion
+// order unless flipped), breaking ties by completion order.
+func (e *Epoch) topo(ops []int, flip map[[2]int]bool) ([]int, error) {
+	h := e.H
+	n := len(ops)
+	if flip == nil {
+		return ops, nil
+	}
+	pos := map[int]int{}
+	for k, i := range ops {
+		pos[i] = k
+	}
+	indeg := make([]int, n)
+	adj := make([][]int, n)
+	edge := func(a, b int) { adj[a] = append(adj[a], b); indeg[b]++ }
+	for a := 0; a < n; a++ {
+		for b := 0; b < n; b++ {
+			if a == b {
+				continue
+			}
+			oa, ob := &h.Ops[ops[a]], &h.Ops[ops[b]]
+			if oa.before(ob) {
+				edge(a, b)
+			} else if a < b && oa.concurrent(ob) && oa.overlaps(ob) {
+				if flip[[2]int{ops[a], ops[b]}] {
+					edge(b, a)
+				} else {
+					edge(a, b)
+				}
+			}
+		}
+	}
+	out := make([]int, 0, n)
+	done := make([]bool, n)
+	for len(out) < n {
+		pick := -1
+		for k := 0; k < n; k++ {
+			if !done[k] && indeg[k] == 0 {
+				pick = k
+				break
+			}
+		}
+		if pick < 0 {
+			return nil, fmt.Errorf("the flipped orders form a cycle: no real order of the operations allows them")
+		}
+		done[pick] = true
+		out = append(out, ops[pick])
+		for _, b := range adj[pick] {
+			indeg[b]--
+		}
+	}
+	return out, nil
+}
+
+// Check validates st against the epoch: every choice must be one the epoch offers.
+func (e *Epoch) Check(st *State) error {
+	if st.Model != e.M || st.Policy != e.Policy || st.Point != e.Point.Index {
+		return fmt.Errorf("state %s does not belong to crash point %d of model %s", st, e.Point.Index, e.M)
+	}
+	for _, i := range st.Dropped {
+		if !e.pending[i] {
+			return fmt.Errorf("op %d cannot be dropped at crash point %d: it is not possibly-persisted there (durable, not yet submitted, or not a data op)", i, e.Point.Index)
+		}
+	}
+	dropped := map[int]bool{}
+	for _, i := range st.Dropped {
+		dropped[i] = true
+	}
+	for i, m := range st.Torn {
+		if e.M != Torn {
+			return fmt.Errorf("op %d torn, but model %s has atomic operations", i, e.M)
+		}
+		if !e.pending[i] || dropped[i] {
+			return fmt.Errorf("op %d cannot be torn at crash point %d: it is not a possibly-persisted op that landed", i, e.Point.Index)
+		}
+		n := e.Sectors(i)
+		if m.Len() > n || m.Count() == 0 || m.Count() == n {
+			return fmt.Errorf("op %d: torn sector set %s must be a proper non-empty subset of its %d sectors", i, m, n)
+		}
+	}
+	for _, i := range st.KeepDiscards {
+		if !e.discards[i] {
+			return fmt.Errorf("op %d is not a discard whose effect is open at this point (policy %s)", i, e.Policy)
+		}
+	}
+	for _, p := range st.Flips {
+		if !e.pairIdx[p] {
+			return fmt.Errorf("ops %d and %d are not concurrent overlapping operations at this point: their order is not a choice", p[0], p[1])
+		}
+	}
+	for i, j := range st.Carry {
+		ok := false
+		for _, c := range e.Carries[i] {
+			ok = ok || c == j
+		}
+		if !ok {
+			return fmt.Errorf("op %d cannot carry the content of op %d (coalesce needs a later write to the same range submitted before the crash point)", i, j)
+		}
+	}
+	return nil
+}
+
+// CoveredMarks returns the marks before the crash point all of whose preceding data operations
+// landed whole in st (block-level coverage).
+func (e *Epoch) CoveredMarks(st *State) []string {
+	h := e.H
+	cmin := ^uint64(0)
+	for _, i := range st.Dropped {
+		cmin = min(cmin, h.Ops[i].Complete)
+	}
+	for i := range st.Torn {
+		cmin = min(cmin, h.Ops[i].Complete)
+	}
+	var out []string
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		if o.Complete >= e.Point.T {
+			break
+		}
+		if o.Kind == pclog.KindMark && o.Complete < cmin {
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
+// sortedKeys returns a map's int keys sorted.
+func sortedKeys[V any](m map[int]V) []int {
+	ks := make([]int, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Ints(ks)
+	return ks
+}
+
+// Unsettled returns the ops painted per state (everything else is in the shared layer).
+func (e *Epoch) Unsettled() []int { return e.unsettled }
+
+// Layer returns the overlay shared by every state of this crash point on device dev.
+func (e *Epoch) Layer(dev uint16) Extents { return e.layer[dev] }
