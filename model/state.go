@@ -159,7 +159,11 @@ func (s *State) format(e *Epoch) string {
 					kept = append(kept, i)
 				}
 			}
-			b.WriteString(":k" + joinInts(kept))
+			if len(kept) == 0 {
+				b.WriteString(":k-") // nothing landed
+			} else {
+				b.WriteString(":k" + joinInts(kept))
+			}
 		} else {
 			b.WriteString(":d" + joinInts(s.Dropped))
 		}
@@ -260,8 +264,10 @@ func (st *State) parseField(c byte, rest string) error {
 	case 'd':
 		st.Dropped, err = parseInts(rest)
 	case 'k':
-		st.kept, err = parseInts(rest)
 		st.hasK = true
+		if rest != "-" {
+			st.kept, err = parseInts(rest)
+		}
 	case 'n':
 		st.KeepDiscards, err = parseInts(rest)
 	case 't':

@@ -179,3 +179,6 @@ func (r *Recorder) Close() error {
 	r.closed = true
 	return r.w.Close()
 }
+
+// Seq returns the last sequence number handed out (for tests that force interleavings).
+func (r *Recorder) Seq() uint64 { return r.seq.Load() }

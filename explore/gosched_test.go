@@ -1,0 +1,5 @@
+package explore
+
+import "runtime"
+
+func runtimeGosched() { runtime.Gosched() }
