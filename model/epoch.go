@@ -77,16 +77,10 @@ func (h *History) Epoch(m Model, pol DiscardPolicy, p Point) *Epoch {
 		seed[i] = true
 	}
 	if m == Reorder || m == Torn {
-		for a := 0; a < len(rel); a++ {
-			for b := a + 1; b < len(rel); b++ {
-				oa, ob := &h.Ops[rel[a]], &h.Ops[rel[b]]
-				if oa.overlaps(ob) && oa.concurrent(ob) {
-					pr := [2]int{rel[a], rel[b]}
-					e.Pairs = append(e.Pairs, pr)
-					e.pairIdx[pr] = true
-					seed[rel[a]], seed[rel[b]] = true, true
-				}
-			}
+		for _, pr := range concurrentOverlaps(h, rel) {
+			e.Pairs = append(e.Pairs, pr)
+			e.pairIdx[pr] = true
+			seed[pr[0]], seed[pr[1]] = true, true
 		}
 	}
 	if m == Coalesce {
@@ -387,3 +381,40 @@ func (e *Epoch) Unsettled() []int { return e.unsettled }
 
 // Layer returns the overlay shared by every state of this crash point on device dev.
 func (e *Epoch) Layer(dev uint16) Extents { return e.layer[dev] }
+
+// concurrentOverlaps returns the pairs of ops in rel that overlap and were concurrent (neither
+// completed before the other was submitted), as [a, b] with a before b in completion order. A
+// sweep over submit order keeps it proportional to the concurrency actually present.
+func concurrentOverlaps(h *History, rel []int) [][2]int {
+	bySubmit := append([]int(nil), rel...)
+	sort.Slice(bySubmit, func(i, j int) bool { return h.Ops[bySubmit[i]].Submit < h.Ops[bySubmit[j]].Submit })
+	var active []int
+	var out [][2]int
+	for _, i := range bySubmit {
+		o := &h.Ops[i]
+		keep := active[:0]
+		for _, a := range active {
+			if h.Ops[a].Complete > o.Submit { // still in flight when o was submitted
+				keep = append(keep, a)
+			}
+		}
+		active = keep
+		for _, a := range active {
+			if h.Ops[a].overlaps(o) {
+				if a < i {
+					out = append(out, [2]int{a, i})
+				} else {
+					out = append(out, [2]int{i, a})
+				}
+			}
+		}
+		active = append(active, i)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i][0] != out[j][0] {
+			return out[i][0] < out[j][0]
+		}
+		return out[i][1] < out[j][1]
+	})
+	return out
+}
