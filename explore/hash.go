@@ -2,6 +2,7 @@ package explore
 
 import (
 	"encoding/binary"
+	"sort"
 	"sync"
 
 	"github.com/zeebo/xxh3"
@@ -9,10 +10,12 @@ import (
 	"github.com/powercut/powercut/model"
 )
 
-// key128 identifies an image's content: the sum over every sector that differs from nothing in
-// particular of mix(device, sector, content hash) minus mix(device, sector, base hash). Sums make
-// the key incremental: a state's key is its crash point's shared-layer key plus the changes in the
-// ranges it paints, so computing it costs the state's own overlay, not the device.
+// key128 identifies an image's content: the sum, over every sector whose content differs from
+// the base, of mix(device, sector, content hash). Sums make the key cheap and incremental: each
+// op gets prefix sums of its sectors' shares once, so the share of any extent is one subtraction,
+// a crash point's shared layer is summed once, and a state adds only the ranges it repaints.
+// Writes that rewrite the base's own bytes and discards of already-zero ranges add nothing, so
+// states whose images are byte-identical get the same key and are checked once.
 type key128 struct{ a, b uint64 }
 
 func (k key128) add(o key128) key128 { return key128{k.a + o.a, k.b + o.b} }
@@ -26,102 +29,97 @@ func mix(dev uint16, sector int64, h uint64) key128 {
 	return key128{xxh3.HashSeed(b[:], 0x5eed1), xxh3.HashSeed(b[:], 0x5eed2)}
 }
 
-// hasher caches per-sector content hashes of op data and of the base.
+// hasher caches, per op, the prefix sums of its sectors' key shares.
 type hasher struct {
-	src  *Source
-	h    *model.History
-	mu   sync.Mutex
-	ops  map[int][]uint64
-	base map[uint16]map[int64]uint64
-	zero map[int64]uint64 // sector size -> hash of a zero sector
+	src *Source
+	h   *model.History
+	mu  sync.Mutex
+	pre map[int][]key128
 }
 
 func newHasher(src *Source, h *model.History) *hasher {
-	return &hasher{src: src, h: h, ops: map[int][]uint64{}, base: map[uint16]map[int64]uint64{}, zero: map[int64]uint64{}}
+	return &hasher{src: src, h: h, pre: map[int][]key128{}}
 }
 
-func (hs *hasher) zeroHash(ss int64) uint64 {
-	if z, ok := hs.zero[ss]; ok {
-		return z
-	}
-	z := xxh3.Hash(make([]byte, ss))
-	hs.zero[ss] = z
-	return z
-}
+const hashChunk = 1 << 20
 
-func (hs *hasher) opHashes(i int) ([]uint64, error) {
-	if v, ok := hs.ops[i]; ok {
-		return v, nil
+// prefix returns op i's prefix sums (len sectors+1), reading its data and the base under it once.
+func (hs *hasher) prefix(i int) ([]key128, error) {
+	if p, ok := hs.pre[i]; ok {
+		return p, nil
 	}
 	o := &hs.h.Ops[i]
 	ss := hs.h.SectorSize[o.Dev]
-	buf := make([]byte, o.Len)
-	if err := hs.src.Log.ReadData(i, buf, 0); err != nil {
-		return nil, err
-	}
-	v := make([]uint64, o.Len/ss)
-	for s := range v {
-		v[s] = xxh3.Hash(buf[int64(s)*ss : int64(s+1)*ss])
-	}
-	hs.ops[i] = v
-	return v, nil
-}
-
-func (hs *hasher) baseHash(dev uint16, sector int64) (uint64, error) {
-	m := hs.base[dev]
-	if m == nil {
-		m = map[int64]uint64{}
-		hs.base[dev] = m
-	}
-	if v, ok := m[sector]; ok {
-		return v, nil
-	}
-	ss := hs.h.SectorSize[dev]
-	var v uint64
-	if b := hs.src.Bases[dev]; b != nil {
-		buf := make([]byte, ss)
-		if _, err := b.ReadAt(buf, sector*ss); err != nil {
-			return 0, err
+	n := o.Len / ss
+	p := make([]key128, n+1)
+	base := hs.src.Bases[o.Dev]
+	data := make([]byte, min(o.Len, hashChunk))
+	bbuf := make([]byte, len(data))
+	zero := xxh3.Hash(make([]byte, ss))
+	for done := int64(0); done < o.Len; done += int64(len(data)) {
+		m := min(int64(len(data)), o.Len-done)
+		d, bb := data[:m], bbuf[:m]
+		if o.Kind == pclogWrite {
+			if err := hs.src.Log.ReadData(i, d, done); err != nil {
+				return nil, err
+			}
 		}
-		v = xxh3.Hash(buf)
-	} else {
-		v = hs.zeroHash(ss)
+		if base != nil {
+			if _, err := base.ReadAt(bb, o.Off+done); err != nil {
+				clear(bb) // short base: reads as zeros
+			}
+		} else {
+			clear(bb)
+		}
+		for k := int64(0); k < m/ss; k++ {
+			j := done/ss + k
+			var c key128
+			var hc uint64
+			if o.Kind == pclogWrite {
+				hc = xxh3.Hash(d[k*ss : (k+1)*ss])
+			} else {
+				hc = zero
+			}
+			if hc != xxh3.Hash(bb[k*ss:(k+1)*ss]) {
+				c = mix(o.Dev, o.Off/ss+j, hc)
+			}
+			p[j+1] = p[j].add(c)
+		}
 	}
-	m[sector] = v
-	return v, nil
+	hs.pre[i] = p
+	return p, nil
 }
 
-// contentAt returns the content hash of sector s of device dev under overlay x.
-func (hs *hasher) contentAt(dev uint16, x model.Extents, s int64) (uint64, error) {
+// rangeKey is the key share of bytes [a, b) of device dev under overlay x.
+func (hs *hasher) rangeKey(dev uint16, x model.Extents, a, b int64) (key128, error) {
+	var k key128
 	ss := hs.h.SectorSize[dev]
-	e, ok := x.Lookup(s * ss)
-	switch {
-	case !ok || e.Op == model.SrcBase:
-		return hs.baseHash(dev, s)
-	case e.Op == model.SrcZero:
-		return hs.zeroHash(ss), nil
+	for off := a; off < b; {
+		e, ok := x.Lookup(off)
+		if !ok {
+			// gap: base content, no share; skip to the next extent
+			next := b
+			if j := sort.Search(len(x), func(j int) bool { return x[j].Off > off }); j < len(x) {
+				next = min(next, x[j].Off)
+			}
+			off = next
+			continue
+		}
+		end := min(b, e.Off+e.Len)
+		op, first := e.Op, e.OpOff+(off-e.Off)
+		if op == model.SrcZero {
+			op, first = e.ZeroOp, off-hs.h.Ops[e.ZeroOp].Off
+		}
+		if op >= 0 {
+			p, err := hs.prefix(op)
+			if err != nil {
+				return k, err
+			}
+			k = k.add(p[(first+end-off)/ss]).sub(p[first/ss])
+		}
+		off = end
 	}
-	v, err := hs.opHashes(e.Op)
-	if err != nil {
-		return 0, err
-	}
-	return v[(e.OpOff+s*ss-e.Off)/ss], nil
-}
-
-// contrib is a sector's share of the key under overlay x.
-func (hs *hasher) contrib(dev uint16, x model.Extents, s int64) (key128, error) {
-	c, err := hs.contentAt(dev, x, s)
-	if err != nil {
-		return key128{}, err
-	}
-	b, err := hs.baseHash(dev, s)
-	if err != nil {
-		return key128{}, err
-	}
-	if c == b {
-		return key128{}, nil
-	}
-	return mix(dev, s, c).sub(mix(dev, s, b)), nil
+	return k, nil
 }
 
 // layerKey is the key of the epoch's shared layer.
@@ -129,41 +127,32 @@ func (hs *hasher) layerKey(e *model.Epoch) (key128, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	var k key128
-	for dev, ss := range hs.h.SectorSize {
+	for dev := range hs.h.SectorSize {
 		x := e.Layer(dev)
 		for _, ext := range x {
-			for s := ext.Off / ss; s < (ext.Off+ext.Len)/ss; s++ {
-				c, err := hs.contrib(dev, x, s)
-				if err != nil {
-					return k, err
-				}
-				k = k.add(c)
+			r, err := hs.rangeKey(dev, x, ext.Off, ext.Off+ext.Len)
+			if err != nil {
+				return k, err
 			}
+			k = k.add(r)
 		}
 	}
 	return k, nil
 }
 
-// stateKey is the key of a state of e with overlay img, given the layer's key.
+// stateKey is the key of a state of e with overlay img, given the layer's key: the layer's key
+// with the ranges the state's own ops cover recomputed.
 func (hs *hasher) stateKey(e *model.Epoch, lk key128, img map[uint16]model.Extents) (key128, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	k := lk
-	seen := map[[2]int64]bool{}
-	for _, i := range e.Unsettled() {
-		o := &hs.h.Ops[i]
-		ss := hs.h.SectorSize[o.Dev]
-		layer := e.Layer(o.Dev)
-		for s := o.Off / ss; s < (o.Off+o.Len)/ss; s++ {
-			if seen[[2]int64{int64(o.Dev), s}] {
-				continue
-			}
-			seen[[2]int64{int64(o.Dev), s}] = true
-			before, err := hs.contrib(o.Dev, layer, s)
+	for dev, rs := range hs.dirty(e) {
+		for _, r := range rs {
+			before, err := hs.rangeKey(dev, e.Layer(dev), r[0], r[1])
 			if err != nil {
 				return k, err
 			}
-			after, err := hs.contrib(o.Dev, img[o.Dev], s)
+			after, err := hs.rangeKey(dev, img[dev], r[0], r[1])
 			if err != nil {
 				return k, err
 			}
@@ -171,4 +160,26 @@ func (hs *hasher) stateKey(e *model.Epoch, lk key128, img map[uint16]model.Exten
 		}
 	}
 	return k, nil
+}
+
+// dirty returns, per device, the merged byte ranges the epoch's per-state ops cover.
+func (hs *hasher) dirty(e *model.Epoch) map[uint16][][2]int64 {
+	out := map[uint16][][2]int64{}
+	for _, i := range e.Unsettled() {
+		o := &hs.h.Ops[i]
+		out[o.Dev] = append(out[o.Dev], [2]int64{o.Off, o.Off + o.Len})
+	}
+	for dev, rs := range out {
+		sortRanges(rs)
+		m := rs[:0]
+		for _, r := range rs {
+			if len(m) > 0 && r[0] <= m[len(m)-1][1] {
+				m[len(m)-1][1] = max(m[len(m)-1][1], r[1])
+				continue
+			}
+			m = append(m, r)
+		}
+		out[dev] = m
+	}
+	return out
 }

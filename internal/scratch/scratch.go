@@ -61,7 +61,8 @@ func Available() bool {
 	return err == nil
 }
 
-// New mounts a private FUSE directory (or prepares the copy fallback).
+// New mounts a private FUSE directory (or prepares the copy fallback). The caller must Close it,
+// after every check using its files has ended.
 func New(ctx context.Context) (*Dir, error) {
 	tmp, err := os.MkdirTemp("", "powercut-scratch-")
 	if err != nil {
@@ -88,10 +89,6 @@ func New(ctx context.Context) (*Dir, error) {
 		return nil, fmt.Errorf("mount scratch FUSE directory: %w", err)
 	}
 	d.server = srv
-	go func() {
-		<-ctx.Done()
-		d.Close()
-	}()
 	return d, nil
 }
 
