@@ -30,6 +30,7 @@ type LogInfo struct {
 	Bases       []pclog.BaseRef  `json:"bases,omitempty"`
 	Records     int              `json:"records"`
 	ByKind      map[string]int   `json:"ops_by_kind"`
+	ByKindFlags map[string]int   `json:"ops_by_kind_and_flags"`
 	FUA         int              `json:"fua"`
 	Preflush    int              `json:"preflush"`
 	WriteBytes  int64            `json:"write_bytes"`
@@ -50,9 +51,14 @@ type MarkInfo struct {
 
 func summarize(l *pclog.Log) (*LogInfo, error) {
 	in := &LogInfo{Path: l.Path, Source: l.Header.Source, Note: l.Header.Note, Devices: l.Header.Devices, Bases: l.Header.Bases,
-		Records: len(l.Entries), ByKind: map[string]int{}, CrashPoints: map[string]int{}, PerDevice: map[uint16]int{}, Torn: l.Torn}
+		Records: len(l.Entries), ByKind: map[string]int{}, ByKindFlags: map[string]int{}, CrashPoints: map[string]int{}, PerDevice: map[uint16]int{}, Torn: l.Torn}
 	for i, e := range l.Entries {
 		in.ByKind[e.Kind.String()]++
+		kf := e.Kind.String()
+		if fl := e.Flags.String(); fl != "" {
+			kf += " " + fl
+		}
+		in.ByKindFlags[kf]++
 		if e.Kind != pclog.KindMark {
 			in.PerDevice[e.Device]++
 		}
@@ -139,6 +145,15 @@ func printInfo(w io.Writer, in *LogInfo) {
 		fmt.Fprintf(w, "  %-12s %d\n", k, in.ByKind[k])
 	}
 	fmt.Fprintf(w, "  with FUA     %d\n  with PREFLUSH %d\n", in.FUA, in.Preflush)
+	fmt.Fprintf(w, "by kind and flags:\n")
+	kfs := make([]string, 0, len(in.ByKindFlags))
+	for k := range in.ByKindFlags {
+		kfs = append(kfs, k)
+	}
+	sort.Strings(kfs)
+	for _, k := range kfs {
+		fmt.Fprintf(w, "  %-22s %d\n", k, in.ByKindFlags[k])
+	}
 	fmt.Fprintf(w, "write bytes:  %d\nzeroed bytes: %d\ndiscarded:    %d\n", in.WriteBytes, in.ZeroBytes, in.Discarded)
 	fmt.Fprintf(w, "flush epochs: %d\n", in.FlushEpochs)
 	fmt.Fprintf(w, "marks:        %d\n", len(in.Marks))
