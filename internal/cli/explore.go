@@ -85,8 +85,10 @@ func progress(w io.Writer) (func(explore.Progress), func()) {
 
 type nullChecker struct{}
 
-func (nullChecker) Check(context.Context, *explore.Candidate) ([]explore.Violation, error) { return nil, nil }
-func (nullChecker) IgnoresMarks() bool                                                 { return true }
+func (nullChecker) Check(context.Context, *explore.Candidate) ([]explore.Violation, error) {
+	return nil, nil
+}
+func (nullChecker) IgnoresMarks() bool { return true }
 
 // exploreResult is the --json output.
 type exploreResult struct {
@@ -99,13 +101,13 @@ type exploreResult struct {
 func init() {
 	register("explore", func(env *Env) *cobra.Command {
 		var (
-			ef                 exploreFlags
-			logPath, checkCmd  string
-			fsckFS, outPath    string
-			verifyTrack        string
-			bases              []string
-			asJSON             bool
-			checkTimeout       time.Duration
+			ef                exploreFlags
+			logPath, checkCmd string
+			fsckFS, outPath   string
+			verifyTrack       string
+			bases             []string
+			asJSON            bool
+			checkTimeout      time.Duration
 		)
 		c := &cobra.Command{
 			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
