@@ -23,13 +23,18 @@
 //   - R4 (no resurrection): an operation O cannot be visible at a sector covered by a durable
 //     operation D that was submitted after O completed (cO < sD): D overwrote it. This is the
 //     design document's "newest durable op d" rule, generalised to every durable op over x (the
-//     literal rule would let O resurface from under a durable D' that is older than d).
+//     literal rule would let O resurface from under a durable D' that is older than d). A
+//     durable DISCARD that the device ignored (policy keep, or the keep choice under either)
+//     hides nothing: it is transparent.
 //   - R5 (whole-operation atomicity, models reorder/prefix): the landed operations are applied in
 //     one order consistent with the real order (A before B whenever cA < sB); where two landed
 //     operations were concurrent the order between them is free, but it is one order, so two
 //     overlapping operations show the same winner on every sector they share.
 //   - R6 (torn): in model torn a possibly-persisted multi-sector operation may land any subset
 //     of its sectors (the device's logical sector size: 512 or 4096). Durable ones land whole.
+//     Enumeration note: exhaustive tries every subset for operations of up to 12 sectors; longer
+//     ones (and every operation under drop-k, keep-k and sample) are torn where a sequential
+//     device tears them, into a landed prefix or a landed suffix, at up to 16 split points.
 //   - R7 (discard): WRITE_ZEROES reads zeros. DISCARD reads zeros (policy zero), the previous
 //     content (policy keep: as if ignored by the device), or either, chosen per discard (policy
 //     either, the default: a device that does not promise zeros).

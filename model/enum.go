@@ -22,7 +22,9 @@ const (
 )
 
 // Strategies lists every strategy name.
-func Strategies() []string { return []string{string(Exhaustive), string(DropK), string(KeepK), string(Sample)} }
+func Strategies() []string {
+	return []string{string(Exhaustive), string(DropK), string(KeepK), string(Sample)}
+}
 
 // ParseStrategy parses a strategy name.
 func ParseStrategy(s string) (Strategy, error) {
@@ -169,6 +171,9 @@ func (e *Epoch) valid(st *State) bool {
 // States enumerates the states of this crash point, calling yield for each until it returns
 // false. It reports whether the enumeration was cut short by opt.Max.
 func (e *Epoch) States(opt EnumOptions, yield func(*State) bool) (truncated bool, err error) {
+	if e.M == Coalesce {
+		return e.coalesceStates(opt, yield)
+	}
 	exh := opt.Strategy == Exhaustive
 	ds := e.dims(exh)
 	count := 0
@@ -279,4 +284,118 @@ func (e *Epoch) States(opt EnumOptions, yield func(*State) bool) (truncated bool
 		return false, nil
 	}
 	return false, fmt.Errorf("unknown strategy %q", opt.Strategy)
+}
+
+// coalesceStates: the device persists the pending operations in order and the crash stops it
+// after any k of them; each landed write carries either its own content or the newest content
+// issued for its range (the ZFS-like buffer). Exhaustive also tries every subset of carries.
+func (e *Epoch) coalesceStates(opt EnumOptions, yield func(*State) bool) (bool, error) {
+	count := 0
+	pendingAt := map[int]int{}
+	for k, i := range e.Pending {
+		pendingAt[i] = k
+	}
+	emitOne := func(k int, carry map[int]int, keep []int) (stop bool, trunc bool) {
+		if opt.Max > 0 && count >= opt.Max {
+			return true, true
+		}
+		st := &State{Model: e.M, Policy: e.Policy, Point: e.Point.Index, Dropped: append([]int(nil), e.Pending[k:]...), Carry: carry, KeepDiscards: keep}
+		st.Normalize()
+		count++
+		return !yield(st), false
+	}
+	// Discards that landed may have been ignored (policy either): every subset when exhaustive,
+	// else each one alone.
+	emit := func(k int, carry map[int]int) (bool, bool) {
+		var ds []int
+		for _, i := range e.Discards {
+			if pk, ok := pendingAt[i]; !ok || pk < k {
+				ds = append(ds, i)
+			}
+		}
+		if stop, trunc := emitOne(k, carry, nil); stop {
+			return stop, trunc
+		}
+		if opt.Strategy == Exhaustive && len(ds) <= 12 {
+			for mask := 1; mask < 1<<len(ds); mask++ {
+				var keep []int
+				for b, i := range ds {
+					if mask&(1<<b) != 0 {
+						keep = append(keep, i)
+					}
+				}
+				if stop, trunc := emitOne(k, carry, keep); stop {
+					return stop, trunc
+				}
+			}
+			return false, false
+		}
+		for _, i := range ds {
+			if stop, trunc := emitOne(k, carry, []int{i}); stop {
+				return stop, trunc
+			}
+		}
+		return false, false
+	}
+	carriers := func(k int) []int {
+		var c []int
+		for _, i := range e.Pending[:k] {
+			if len(e.Carries[i]) > 0 {
+				c = append(c, i)
+			}
+		}
+		return c
+	}
+	newest := func(i int) int { cs := e.Carries[i]; return cs[len(cs)-1] }
+	if opt.Strategy == Sample {
+		n := opt.Max
+		if n <= 0 {
+			n = 64
+		}
+		rng := rand.New(rand.NewPCG(opt.Seed, uint64(e.Point.Index)*0x9e3779b97f4a7c15+1))
+		for c := 0; c < n; c++ {
+			k := rng.IntN(len(e.Pending) + 1)
+			carry := map[int]int{}
+			for _, i := range carriers(k) {
+				if rng.IntN(2) == 1 {
+					carry[i] = newest(i)
+				}
+			}
+			if stop, _ := emit(k, carry); stop {
+				return false, nil
+			}
+		}
+		return false, nil
+	}
+	for k := 0; k <= len(e.Pending); k++ {
+		cs := carriers(k)
+		if stop, trunc := emit(k, nil); stop {
+			return trunc, nil
+		}
+		if len(cs) == 0 {
+			continue
+		}
+		if opt.Strategy == Exhaustive && len(cs) <= 16 {
+			for mask := 1; mask < 1<<len(cs); mask++ {
+				carry := map[int]int{}
+				for b, i := range cs {
+					if mask&(1<<b) != 0 {
+						carry[i] = newest(i)
+					}
+				}
+				if stop, trunc := emit(k, carry); stop {
+					return trunc, nil
+				}
+			}
+			continue
+		}
+		carry := map[int]int{}
+		for _, i := range cs {
+			carry[i] = newest(i)
+		}
+		if stop, trunc := emit(k, carry); stop {
+			return trunc, nil
+		}
+	}
+	return false, nil
 }

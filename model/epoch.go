@@ -84,8 +84,10 @@ func (h *History) Epoch(m Model, pol DiscardPolicy, p Point) *Epoch {
 		}
 	}
 	if m == Coalesce {
+		// A write not yet covered by a flush may carry the content of a later write to the
+		// same range issued before the crash point: the device persists the newest buffer.
 		e.Carries = map[int][]int{}
-		for _, i := range e.Fixed {
+		for _, i := range e.Pending {
 			oi := &h.Ops[i]
 			if oi.Kind != pclog.KindWrite {
 				continue
@@ -102,7 +104,7 @@ func (h *History) Epoch(m Model, pol DiscardPolicy, p Point) *Epoch {
 	// Closure: a fixed op must be painted per state if some per-state op overlapping it is not
 	// guaranteed to come after it.
 	mustPrecede := func(d, u *Op) bool {
-		if m.prefixLike() {
+		if m.completionOrdered() {
 			return d.Complete < u.Complete
 		}
 		return d.before(u)
@@ -145,8 +147,12 @@ func paintOp(x Extents, h *History, i, src int, mask Mask) Extents {
 	if o.Kind != pclog.KindWrite {
 		id = SrcZero
 	}
+	zop := -1
+	if id == SrcZero {
+		zop = i
+	}
 	if mask == nil {
-		return x.paint(o.Off, o.Len, id, 0)
+		return x.paint(o.Off, o.Len, id, 0, zop)
 	}
 	ss := h.SectorSize[o.Dev]
 	n := int(o.Len / ss)
@@ -163,7 +169,7 @@ func paintOp(x Extents, h *History, i, src int, mask Mask) Extents {
 		if id < 0 {
 			opOff = 0
 		}
-		x = x.paint(o.Off+int64(s)*ss, int64(e-s)*ss, id, opOff)
+		x = x.paint(o.Off+int64(s)*ss, int64(e-s)*ss, id, opOff, zop)
 		s = e
 	}
 	return x
@@ -226,11 +232,8 @@ func (e *Epoch) Image(st *State) (map[uint16]Extents, error) {
 // order returns the landed per-state ops in an order consistent with the real order and the
 // state's flips; an impossible combination of flips is an error.
 func (e *Epoch) order(landed []int, st *State) ([]int, error) {
-	if e.M.prefixLike() || len(st.Flips) == 0 {
+	if e.M.completionOrdered() || len(st.Flips) == 0 {
 		// Completion order is always a valid linear extension.
-		if !e.M.prefixLike() {
-			return e.topo(landed, nil)
-		}
 		return landed, nil
 	}
 	flip := map[[2]int]bool{}
@@ -330,7 +333,23 @@ func (e *Epoch) Check(st *State) error {
 			return fmt.Errorf("ops %d and %d are not concurrent overlapping operations at this point: their order is not a choice", p[0], p[1])
 		}
 	}
+	if e.M == Coalesce {
+		// The device persists its queue in order: what landed is a prefix of the pending ops.
+		for k, i := range e.Pending {
+			if dropped[i] {
+				for _, j := range e.Pending[k:] {
+					if !dropped[j] {
+						return fmt.Errorf("coalesce lands a prefix of the pending operations: op %d cannot land after dropped op %d", j, i)
+					}
+				}
+				break
+			}
+		}
+	}
 	for i, j := range st.Carry {
+		if dropped[i] {
+			return fmt.Errorf("op %d carries content but did not land", i)
+		}
 		ok := false
 		for _, c := range e.Carries[i] {
 			ok = ok || c == j
@@ -394,7 +413,7 @@ func concurrentOverlaps(h *History, rel []int) [][2]int {
 		o := &h.Ops[i]
 		keep := active[:0]
 		for _, a := range active {
-			if h.Ops[a].Complete > o.Submit { // still in flight when o was submitted
+			if h.Ops[a].Complete >= o.Submit { // not completed before o was submitted (Op.before)
 				keep = append(keep, a)
 			}
 		}

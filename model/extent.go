@@ -14,6 +14,9 @@ type Extent struct {
 	Off, Len int64
 	Op       int
 	OpOff    int64
+	// ZeroOp is the op whose zeros an SrcZero extent shows (WRITE_ZEROES or DISCARD), so that
+	// content keys can tell where the zeros came from; -1 otherwise.
+	ZeroOp int
 }
 
 // Extents is a sorted, non-overlapping list of extents over one device: the overlay. Gaps read
@@ -31,7 +34,7 @@ func (x Extents) Lookup(off int64) (Extent, bool) {
 
 // paint overlays [off, off+n) with source (op, opOff) and returns the new list. Cost is
 // O(log len + extents touched) plus the splice.
-func (x Extents) paint(off, n int64, op int, opOff int64) Extents {
+func (x Extents) paint(off, n int64, op int, opOff int64, zop int) Extents {
 	end := off + n
 	i := sort.Search(len(x), func(i int) bool { return x[i].Off+x[i].Len > off })
 	j := i
@@ -39,17 +42,17 @@ func (x Extents) paint(off, n int64, op int, opOff int64) Extents {
 	for j < len(x) && x[j].Off < end {
 		e := x[j]
 		if e.Off < off {
-			pre = append(pre, Extent{Off: e.Off, Len: off - e.Off, Op: e.Op, OpOff: e.OpOff})
+			pre = append(pre, Extent{Off: e.Off, Len: off - e.Off, Op: e.Op, OpOff: e.OpOff, ZeroOp: e.ZeroOp})
 		}
 		if e.Off+e.Len > end {
 			d := end - e.Off
-			post = append(post, Extent{Off: end, Len: e.Off + e.Len - end, Op: e.Op, OpOff: e.OpOff + srcAdvance(e.Op, d)})
+			post = append(post, Extent{Off: end, Len: e.Off + e.Len - end, Op: e.Op, OpOff: e.OpOff + srcAdvance(e.Op, d), ZeroOp: e.ZeroOp})
 		}
 		j++
 	}
 	mid := make([]Extent, 0, len(pre)+1+len(post))
 	mid = append(mid, pre...)
-	mid = append(mid, Extent{Off: off, Len: n, Op: op, OpOff: opOff})
+	mid = append(mid, Extent{Off: off, Len: n, Op: op, OpOff: opOff, ZeroOp: zop})
 	mid = append(mid, post...)
 	out := make(Extents, 0, len(x)-(j-i)+len(mid))
 	out = append(out, x[:i]...)

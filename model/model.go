@@ -41,8 +41,11 @@ func ParseModel(s string) (Model, error) {
 	return 0, fmt.Errorf("unknown model %q (want one of %s)", s, strings.Join(Models(), ", "))
 }
 
-// prefixLike models have no choices besides the crash point (coalesce adds carries).
-func (m Model) prefixLike() bool { return m == Prefix || m == Flush || m == Coalesce }
+// prefixLike models land exactly the operations completed before the crash point.
+func (m Model) prefixLike() bool { return m == Prefix || m == Flush }
+
+// completionOrdered models apply landed operations in completion order (no reordering).
+func (m Model) completionOrdered() bool { return m == Prefix || m == Flush || m == Coalesce }
 
 // DiscardPolicy says what a DISCARD leaves behind.
 type DiscardPolicy uint8
@@ -159,7 +162,7 @@ func (h *History) Points(m Model) []Point {
 	var ts []Point
 	add := func(t uint64, why string) { ts = append(ts, Point{T: t, Reason: why}) }
 	switch m {
-	case Prefix, Coalesce:
+	case Prefix:
 		add(0, "start (nothing written)")
 		for i := range h.Ops {
 			add(h.Ops[i].Complete+1, fmt.Sprintf("after op %d (%s)", i, h.Ops[i].Kind))
@@ -172,7 +175,7 @@ func (h *History) Points(m Model) []Point {
 			}
 		}
 		add(h.end, "end of log")
-	case Reorder, Torn:
+	case Reorder, Torn, Coalesce:
 		for i := range h.Ops {
 			o := &h.Ops[i]
 			switch {

@@ -9,10 +9,10 @@ package model_test
 //
 //   - An operation O of a device is submitted before the crash point T (sO < T) or it cannot
 //     have reached media at all.
-//   - O is durable at T when it completed (cO < T) and either carries FUA, or a flush F of the
-//     same device (FLUSH, or a data op with PREFLUSH) completed before T (cF < T) and O completed
-//     before F was submitted (cO < sF). Durable ops land whole; every other submitted data op may
-//     land or not.
+//   - O is durable at T when it completed (cO < T) and either carries FUA (also on a DISCARD,
+//     as NBD allows on TRIM), or a flush F of the same device (FLUSH, or a data op with
+//     PREFLUSH) completed before T (cF < T) and O completed before F was submitted (cO < sF).
+//     Durable ops land whole; every other submitted data op may land or not.
 //   - The landed ops reach media in one order, any linear extension of the real order "A before
 //     B whenever cA < sB"; each sector shows the last landed op covering it. (In model torn a
 //     landed possibly-persisted op may cover only a non-empty subset of its sectors.)
@@ -29,7 +29,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	
+
 	"pgregory.net/rapid"
 
 	"github.com/powercut/powercut/model"
@@ -37,11 +37,11 @@ import (
 )
 
 const (
-	refSector    = 512
-	refDevStride = 8  // max sectors per device in the version vector
-	refMaxDevs   = 3  // devices 0..2
-	refMaxOps    = 10 // ops per history
-	refMaxOpSecs = 3  // sectors per data op (keeps torn enumerable)
+	refSector    = 512 // default logical sector size
+	refDevStride = 8   // max sectors per device in the version vector
+	refMaxDevs   = 3   // devices 0..2
+	refMaxOps    = 10  // ops per history
+	refMaxOpSecs = 3   // sectors per data op (keeps torn enumerable)
 )
 
 // Versions of a sector.
@@ -95,11 +95,19 @@ type refOp struct {
 type refHist struct {
 	Ops    []refOp
 	DevSec []int // sectors per device, device ids 0..len-1
+	SecSz  []int // logical sector size per device (nil: all refSector)
+}
+
+func (h *refHist) ss(dev int) int {
+	if dev < len(h.SecSz) && h.SecSz[dev] != 0 {
+		return h.SecSz[dev]
+	}
+	return refSector
 }
 
 func (h *refHist) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "devices(sectors)=%v\n", h.DevSec)
+	fmt.Fprintf(&b, "devices(sectors)=%v sector sizes=%v\n", h.DevSec, h.SecSz)
 	for i, o := range h.Ops {
 		fl := ""
 		if o.FUA {
@@ -131,7 +139,7 @@ func (o *refOp) flushes() bool {
 
 // barrier: a completion that the contract lists as a crash point of interest.
 func (o *refOp) barrier() bool {
-	return o.flushes() || (o.FUA && (o.Kind == pclog.KindWrite || o.Kind == pclog.KindWriteZeroes))
+	return o.flushes() || (o.FUA && o.isData())
 }
 
 func (o *refOp) covers(dev, sec int) bool { return o.Dev == dev && o.Off <= sec && sec < o.Off+o.Len }
@@ -150,7 +158,7 @@ func (h *refHist) durable(i, t int) bool {
 	if !o.isData() || o.C >= t {
 		return false
 	}
-	if o.FUA && o.Kind != pclog.KindDiscard {
+	if o.FUA { // FUA on a DISCARD too: NBD allows it on TRIM
 		return true
 	}
 	for j := range h.Ops {
@@ -163,13 +171,13 @@ func (h *refHist) durable(i, t int) bool {
 }
 
 // refPoints are the crash points of a model, from the contract (doc.go spells them out):
-// prefix/coalesce: start and after every completion; flush: after every FLUSH/FUA/PREFLUSH
-// completion and the end; reorder/torn: just before every such completion, just after every MARK
-// and the end.
+// prefix: start and after every completion; flush: after every FLUSH/FUA/PREFLUSH completion and
+// the end; reorder/torn/coalesce: just before every such completion, just after every MARK and
+// the end.
 func refPoints(h *refHist, m model.Model) []int {
 	set := map[int]bool{}
 	switch m {
-	case model.Prefix, model.Coalesce:
+	case model.Prefix:
 		set[0] = true
 		for _, o := range h.Ops {
 			set[o.C+1] = true
@@ -181,7 +189,7 @@ func refPoints(h *refHist, m model.Model) []int {
 			}
 		}
 		set[h.end()] = true
-	case model.Reorder, model.Torn:
+	case model.Reorder, model.Torn, model.Coalesce:
 		for _, o := range h.Ops {
 			if o.Kind == pclog.KindMark {
 				set[o.C+1] = true
@@ -317,36 +325,77 @@ func refReorderImages(h *refHist, t int, torn bool, pol model.DiscardPolicy) map
 }
 
 // refPrefixImages enumerates the images of the completion-ordered prefix of ops completed before
-// t (models prefix and flush), each op whole; with carry (model coalesce) a completed WRITE may
-// instead carry the content of a later WRITE (later in the stream) to the same range submitted
-// before t.
-func refPrefixImages(h *refHist, t int, pol model.DiscardPolicy, carry bool) map[refImg]bool {
+// t (models prefix and flush), each op whole.
+func refPrefixImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bool {
 	cur := map[refImg]bool{{}: true}
 	for i := range h.Ops {
 		o := &h.Ops[i]
 		if !o.isData() || o.C >= t {
 			continue
 		}
-		srcs := []int{i}
-		if carry && o.Kind == pclog.KindWrite {
-			for j := i + 1; j < len(h.Ops); j++ {
-				p := &h.Ops[j]
-				if p.Kind == pclog.KindWrite && p.S < t && p.Dev == o.Dev && p.Off == o.Off && p.Len == o.Len {
-					srcs = append(srcs, j)
-				}
-			}
-		}
 		next := map[refImg]bool{}
 		for im := range cur {
 			for _, ef := range refEffects(h, i, false, pol) {
-				for _, src := range srcs {
-					next[refApply(im, h, i, ef, src)] = true
-				}
+				next[refApply(im, h, i, ef, i)] = true
 			}
 		}
 		cur = next
 	}
 	return cur
+}
+
+// refCoalesceImages is the ZFS-like device of Crucible PR #1798: durable ops land; the
+// possibly-persisted ops are persisted in completion order and the crash stops after any k of
+// them; each landed WRITE holds either its own content or the newest content issued (submitted
+// before t, later in completion order) for exactly its range. Everything is applied in completion
+// order.
+func refCoalesceImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bool {
+	var pending []int
+	for i := range h.Ops {
+		if h.Ops[i].isData() && h.Ops[i].S < t && !h.durable(i, t) {
+			pending = append(pending, i)
+		}
+	}
+	out := map[refImg]bool{}
+	for k := 0; k <= len(pending); k++ {
+		landed := map[int]bool{}
+		for _, i := range pending[:k] {
+			landed[i] = true
+		}
+		cur := map[refImg]bool{{}: true}
+		for i := range h.Ops {
+			o := &h.Ops[i]
+			if !o.isData() || o.S >= t || !(h.durable(i, t) || landed[i]) {
+				continue
+			}
+			srcs := []int{i}
+			if landed[i] && o.Kind == pclog.KindWrite {
+				newest := -1
+				for j := i + 1; j < len(h.Ops); j++ {
+					p := &h.Ops[j]
+					if p.Kind == pclog.KindWrite && p.S < t && p.Dev == o.Dev && p.Off == o.Off && p.Len == o.Len {
+						newest = j
+					}
+				}
+				if newest >= 0 {
+					srcs = append(srcs, newest)
+				}
+			}
+			next := map[refImg]bool{}
+			for im := range cur {
+				for _, ef := range refEffects(h, i, false, pol) {
+					for _, src := range srcs {
+						next[refApply(im, h, i, ef, src)] = true
+					}
+				}
+			}
+			cur = next
+		}
+		for im := range cur {
+			out[im] = true
+		}
+	}
+	return out
 }
 
 // refImages is the reference set of images of model m at crash point t.
@@ -357,9 +406,9 @@ func refImages(h *refHist, m model.Model, pol model.DiscardPolicy, t int) map[re
 	case model.Torn:
 		return refReorderImages(h, t, true, pol)
 	case model.Prefix, model.Flush:
-		return refPrefixImages(h, t, pol, false)
+		return refPrefixImages(h, t, pol)
 	case model.Coalesce:
-		return refPrefixImages(h, t, pol, true)
+		return refCoalesceImages(h, t, pol)
 	}
 	panic("unknown model")
 }
@@ -376,6 +425,14 @@ type refTB interface {
 // toModel builds the implementation's history (offsets in bytes).
 func (h *refHist) toModel(t refTB) *model.History {
 	t.Helper()
+	mh, err := model.NewHistory(h.toModelOps(), h.devices())
+	if err != nil {
+		t.Fatalf("NewHistory: %v\n%s", err, h)
+	}
+	return mh
+}
+
+func (h *refHist) toModelOps() []model.Op {
 	ops := make([]model.Op, len(h.Ops))
 	for i, o := range h.Ops {
 		var fl pclog.Flags
@@ -387,18 +444,18 @@ func (h *refHist) toModel(t refTB) *model.History {
 		}
 		ops[i] = model.Op{Kind: o.Kind, Flags: fl, Dev: uint16(o.Dev), Submit: uint64(o.S), Complete: uint64(o.C), Name: o.Name}
 		if o.isData() {
-			ops[i].Off, ops[i].Len = int64(o.Off*refSector), int64(o.Len*refSector)
+			ops[i].Off, ops[i].Len = int64(o.Off*h.ss(o.Dev)), int64(o.Len*h.ss(o.Dev))
 		}
 	}
+	return ops
+}
+
+func (h *refHist) devices() []pclog.Device {
 	var devs []pclog.Device
 	for d, n := range h.DevSec {
-		devs = append(devs, pclog.Device{ID: uint16(d), Name: fmt.Sprintf("dev%d", d), Size: int64(n * refSector), SectorSize: refSector})
+		devs = append(devs, pclog.Device{ID: uint16(d), Name: fmt.Sprintf("dev%d", d), Size: int64(n * h.ss(d)), SectorSize: h.ss(d)})
 	}
-	mh, err := model.NewHistory(ops, devs)
-	if err != nil {
-		t.Fatalf("NewHistory: %v\n%s", err, h)
-	}
-	return mh
+	return devs
 }
 
 // implImg converts an overlay to the per-sector version vector, checking it is well formed.
@@ -409,7 +466,8 @@ func implImg(t refTB, h *refHist, ext map[uint16]model.Extents) refImg {
 		if int(dev) >= len(h.DevSec) {
 			t.Fatalf("overlay for unknown device %d", dev)
 		}
-		size := int64(h.DevSec[dev] * refSector)
+		ss := int64(h.ss(int(dev)))
+		size := int64(h.DevSec[dev]) * ss
 		for k, e := range x {
 			if e.Len <= 0 || e.Off < 0 || e.Off+e.Len > size {
 				t.Fatalf("dev %d extent %d %+v out of the device (%d bytes): %+v", dev, k, e, size, x)
@@ -419,22 +477,26 @@ func implImg(t refTB, h *refHist, ext map[uint16]model.Extents) refImg {
 			}
 		}
 		for s := 0; s < h.DevSec[dev]; s++ {
-			e, ok := x.Lookup(int64(s * refSector))
+			e, ok := x.Lookup(int64(s) * ss)
 			v := refBase
 			switch {
 			case !ok || e.Op == model.SrcBase:
 			case e.Op == model.SrcZero:
 				v = refZero
+				if z := e.ZeroOp; z < 0 || z >= len(h.Ops) || !h.Ops[z].covers(int(dev), s) ||
+					(h.Ops[z].Kind != pclog.KindWriteZeroes && h.Ops[z].Kind != pclog.KindDiscard) {
+					t.Fatalf("dev %d sector %d: zero extent %+v names ZeroOp %d, not a WRITE_ZEROES/DISCARD over it", dev, s, e, e.ZeroOp)
+				}
 			default:
 				if e.Op < 0 || e.Op >= len(h.Ops) || h.Ops[e.Op].Kind != pclog.KindWrite {
 					t.Fatalf("dev %d sector %d: extent %+v names op %d, not a WRITE", dev, s, e, e.Op)
 				}
 				src := &h.Ops[e.Op]
-				b := e.OpOff + int64(s*refSector) - e.Off
-				if b < 0 || b%refSector != 0 || b >= int64(src.Len*refSector) {
+				b := e.OpOff + int64(s)*ss - e.Off
+				if b < 0 || b%ss != 0 || b >= int64(src.Len)*ss {
 					t.Fatalf("dev %d sector %d: extent %+v reads op %d at byte %d, outside its data", dev, s, e, e.Op, b)
 				}
-				v = refVer(e.Op, int(b/refSector))
+				v = refVer(e.Op, int(b/ss))
 			}
 			im[int(dev)*refDevStride+s] = v
 		}
@@ -452,6 +514,7 @@ func refGenHistory(t *rapid.T, maxOps int) *refHist {
 	ndev := rapid.IntRange(1, refMaxDevs).Draw(t, "devices")
 	for d := 0; d < ndev; d++ {
 		h.DevSec = append(h.DevSec, rapid.IntRange(1, 6).Draw(t, fmt.Sprintf("dev%d_sectors", d)))
+		h.SecSz = append(h.SecSz, rapid.SampledFrom([]int{512, 512, 4096}).Draw(t, fmt.Sprintf("dev%d_sector_size", d)))
 	}
 	n := rapid.IntRange(0, maxOps).Draw(t, "ops")
 	ops := make([]refOp, n)
@@ -481,9 +544,7 @@ func refGenHistory(t *rapid.T, maxOps int) *refHist {
 			o.Off = rapid.IntRange(0, ds-1).Draw(t, "off")
 			o.Len = rapid.IntRange(1, min(refMaxOpSecs, ds-o.Off)).Draw(t, "len")
 			o.Preflush = rapid.IntRange(0, 5).Draw(t, "preflush") == 0
-			if o.Kind != pclog.KindDiscard {
-				o.FUA = rapid.IntRange(0, 3).Draw(t, "fua") == 0
-			}
+			o.FUA = rapid.IntRange(0, 3).Draw(t, "fua") == 0
 		}
 	}
 	// Interleave: each non-mark op has a submit event then a complete event; a mark is one event.

@@ -147,7 +147,13 @@ func (s *State) format(e *Epoch) string {
 		b.WriteString("/" + s.Policy.String())
 	}
 	fmt.Fprintf(&b, ":%d", s.Point)
-	if len(s.Dropped) > 0 {
+	if s.hasK { // parsed "k" form not yet resolved against its epoch: print it as given
+		if len(s.kept) == 0 {
+			b.WriteString(":k-")
+		} else {
+			b.WriteString(":k" + joinInts(s.kept))
+		}
+	} else if len(s.Dropped) > 0 {
 		if e != nil && len(e.Pending)-len(s.Dropped) < len(s.Dropped) {
 			drop := map[int]bool{}
 			for _, i := range s.Dropped {

@@ -137,16 +137,8 @@ func (r *Reader) next() (*Record, uint64, error) {
 	if pl > MaxPayload {
 		return nil, 0, r.badRecord(fmt.Sprintf("payload length %d out of range", pl), 0)
 	}
-	var data []byte
-	if r.Keep || cap(r.dataBuf) < int(pl) {
-		data = make([]byte, pl)
-		if !r.Keep {
-			r.dataBuf = data
-		}
-	} else {
-		data = r.dataBuf[:pl]
-	}
-	if m, err := io.ReadFull(r.r, data); err != nil {
+	data, m, err := r.readPayload(int(pl))
+	if err != nil {
 		if err == io.ErrUnexpectedEOF || err == io.EOF {
 			return nil, 0, r.torn(fmt.Sprintf("payload cut after %d of %d bytes", m, pl))
 		}
@@ -182,6 +174,35 @@ func (r *Reader) next() (*Record, uint64, error) {
 	r.off += int64(RecHeaderSize) + int64(pl)
 	r.n++
 	return rec, payOff, nil
+}
+
+// readPayload reads a record's pl payload bytes and returns them with the count read. A fresh
+// buffer grows as the bytes arrive (by 1 MiB, or by doubling once larger), so that a corrupt length
+// in a short or torn file cannot make the reader allocate up to MaxPayload before it finds the end.
+func (r *Reader) readPayload(pl int) ([]byte, int, error) {
+	if !r.Keep && cap(r.dataBuf) >= pl {
+		data := r.dataBuf[:pl]
+		m, err := io.ReadFull(r.r, data)
+		return data, m, err
+	}
+	const step = 1 << 20
+	data := make([]byte, 0, min(pl, step))
+	for len(data) < pl {
+		have := len(data)
+		if have == cap(data) {
+			nd := make([]byte, have, have+min(pl-have, max(have, step)))
+			copy(nd, data)
+			data = nd
+		}
+		data = data[:have+min(pl-have, cap(data)-have)]
+		if m, err := io.ReadFull(r.r, data[have:]); err != nil {
+			return nil, have + m, err
+		}
+	}
+	if !r.Keep {
+		r.dataBuf = data
+	}
+	return data, pl, nil
 }
 
 // badRecord decides between a torn tail (nothing follows the bad record) and corruption.

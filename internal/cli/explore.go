@@ -14,6 +14,7 @@ import (
 	"github.com/powercut/powercut/explore"
 	"github.com/powercut/powercut/internal/checkers"
 	"github.com/powercut/powercut/internal/scratch"
+	"github.com/powercut/powercut/internal/verify"
 	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
 )
@@ -176,7 +177,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 				}
 				if verifyTrack != "" {
-					if chk, err = newVerifyChecker(verifyTrack); err != nil {
+					if chk, err = verify.NewExploreChecker(verifyTrack); err != nil {
 						return err
 					}
 					what = "verify " + verifyTrack
