@@ -1,62 +1,190 @@
-#!/bin/sh
-# bench/fs.sh: exploration rate of `powercut fs` (states checked per second: scratch file, loop,
-# mount = journal replay, umount, read-only fsck) against running the same fsck alone on the
-# same crash images:
-#   (a) powercut fs --fs FS, no --check: mount + umount + fsck per distinct state;
-#   (b) powercut explore --fsck FS on the same log/base/model: fsck alone (ext4: e2fsck replays the
-#       journal itself), same scratch files, same states;
-#   (c) plain files: the prefix image at each mark and at the end, rebuilt with powercut replay,
-#       then `e2fsck -E journal_only -y` + `e2fsck -fn` on a copy (no FUSE, no powercut at all).
-# Needs root, FUSE, loop devices, jq. Usage: bench/fs.sh [FS] [STATES]
-set -eu
+#!/bin/bash
+# bench/fs.sh: exploration rate of `powercut fs` (distinct crash states checked per second)
+# against doing exactly the same per-state work by hand on plain image files (issue 5).
+#
+# Per round:
+#   (a) `powercut fs --fs FS` (no --check) with --jobs 1 and --jobs 2: per distinct state a FUSE
+#       scratch file, losetup --direct-io=on, mount (journal replay), umount, losetup -d, fsck -n.
+#   (c) the honest baseline: the same distinct states powercut checked in (a, --jobs 1), each
+#       rebuilt once with `powercut replay --state ID` into a plain file (not timed), copied fresh
+#       before every pass (not timed), then timed per image: losetup [--direct-io=on|off], mount,
+#       umount, losetup -d, fsck -n (e2fsck -fn / xfs_repair -n -f / btrfs check --readonly);
+#       sequentially, and two at a time (xargs -P 2) against --jobs 2.
+#   ext4 only, fsck alone (no mount):
+#   (b) `powercut explore --fsck ext4` on the same log/base/model (--jobs 1 and 2): per state
+#       e2fsck -E journal_only -y + e2fsck -fn on a FUSE scratch file;
+#   (d) plain `e2fsck -E journal_only -y` + `e2fsck -fn` on fresh copies of the same images.
+# overhead = baseline_rate / powercut_rate - 1 (target: <= 25%).
+#
+# Needs root, FUSE, loop devices, bash, jq, awk. Every loop device and mount the script makes is
+# released on exit (also on Ctrl-C). Usage: bench/fs.sh [FS] [ROUNDS] [STATES]
+set -euo pipefail
 fs=${1:-ext4}
-states=${2:-3}
+rounds=${2:-2}
+states=${3:-3}
+export POWERCUT_FILES=${POWERCUT_FILES:-4}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/powercut-bench-fs.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+shm=$(mktemp -d /dev/shm/powercut-bench-fs.XXXXXX) # tmpfs: the baseline without disk I/O
+
+cleanup() {
+	set +e
+	# mounts of the baseline (under $work or $shm), innermost first
+	awk -v w="$work/" -v s="$shm/" 'index($2, w) == 1 || index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+	# loop devices whose backing file is under $work or $shm
+	losetup -n -O NAME,BACK-FILE -l 2>/dev/null | awk -v w="$work/" -v s="$shm/" 'index($2, w) == 1 || index($2, s) == 1 {print $1}' | while read -r l; do
+		losetup -d "$l"
+	done
+	rm -rf "$work" "$shm"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
 pc="$work/powercut"
 (cd "$here" && go build -o "$pc" ./cmd/powercut)
-flags="--model reorder --strategy drop-k --k 1 --states $states --jobs 1"
+flags=(--model reorder --strategy drop-k --k 1 --states "$states")
+mountopts=()
+[ "$fs" = xfs ] && mountopts=(-o nouuid) # several states share a UUID, as in powercut fs
+case $fs in
+ext4) fsck=(e2fsck -fn) ;;
+xfs) fsck=(xfs_repair -n -f) ;;
+btrfs) fsck=(btrfs check --readonly) ;;
+*) echo "unknown fs $fs" >&2; exit 2 ;;
+esac
 
-# (a) powercut fs, mount + fsck per state
-POWERCUT_FILES=4 "$pc" fs --fs "$fs" --workload "$here/testdata/fs/workload.sh" $flags --out "$work/out" --json >"$work/a.json" 2>"$work/a.err" || true
-a_checked=$(jq .checked "$work/a.json")
-a_secs=$(jq .explore_seconds "$work/a.json")
-ops=$(jq .recorded_ops "$work/a.json")
-viol=$(jq '.violations | length' "$work/a.json")
+# one.sh IMG DIO: the per-state work of powercut fs on a plain file; prints phase times (s).
+cat >"$work/one.sh" <<EOF
+#!/bin/bash
+img=\$1 dio=\$2
+mnt=\$img.mnt
+mkdir -p "\$mnt"
+t0=\$EPOCHREALTIME
+loop=\$(losetup --find --show --direct-io=\$dio "\$img")
+t1=\$EPOCHREALTIME
+mount -t $fs ${mountopts[*]} "\$loop" "\$mnt" || echo "mount \$img failed" >&2
+t2=\$EPOCHREALTIME
+umount "\$mnt"
+t3=\$EPOCHREALTIME
+for i in 1 2 3 4 5 6 7 8 9 10; do losetup -d "\$loop" 2>/dev/null && break; sleep 0.05; done
+t4=\$EPOCHREALTIME
+LC_ALL=C E2FSCK_CONFIG=/dev/null ${fsck[*]} "\$img" >/dev/null 2>&1 || echo "fsck \$img exited \$?" >&2
+t5=\$EPOCHREALTIME
+rmdir "\$mnt"
+echo "\$t0 \$t1 \$t2 \$t3 \$t4 \$t5"
+EOF
+# fsck.sh IMG: fsck alone, as powercut explore --fsck ext4 runs it
+cat >"$work/fsck.sh" <<'EOF'
+#!/bin/bash
+export LC_ALL=C E2FSCK_CONFIG=/dev/null
+e2fsck -E journal_only -y "$1" >/dev/null 2>&1
+[ $? -lt 8 ] || echo "journal replay $1 failed" >&2
+e2fsck -fn "$1" >/dev/null 2>&1 || echo "e2fsck -fn $1 exited $?" >&2
+EOF
+chmod +x "$work/one.sh" "$work/fsck.sh"
 
-# (b) fsck alone through powercut explore, same states
-"$pc" explore --log "$work/out/fs.pclog" --base "$work/out/base.img" $flags --fsck "$fs" --json >"$work/b.json" 2>"$work/b.err" || true
-b_checked=$(jq .checked "$work/b.json")
-b_secs=$(jq .seconds "$work/b.json")
+now() { echo "$EPOCHREALTIME"; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", (s > 0 ? n / s : 0)}'; }
+results="$work/results"
+: >"$results"
+# note WHAT ROUND N SECONDS
+note() {
+	printf '%-44s round %s: %3d states in %7.3fs = %6s states/s\n' "$1" "$2" "$3" "$4" "$(rate "$3" "$4")"
+	echo "$1|$2|$3|$4" >>"$results"
+}
 
-# (c) plain fsck on plain files (ext4 only: the others cannot replay their log without a mount)
-c_n=0
-c_secs=0
-if [ "$fs" = ext4 ]; then
-	for m in $("$pc" log dump "$work/out/fs.pclog" 2>/dev/null | awk '$2 == "MARK" {gsub(/"/, "", $3); print $3}' | sort -u); do
-		"$pc" replay --log "$work/out/fs.pclog" --base "$work/out/base.img" --to-mark "$m" --out "$work/img-$m" >/dev/null 2>&1 && c_n=$((c_n + 1))
+# fresh copies of the pristine images of round dir $1 into $2 (not timed)
+fresh() {
+	rm -rf "$2"
+	mkdir "$2"
+	for f in "$1"/plain/*.img; do cp --sparse=always "$f" "$2/"; done
+	sync
+}
+
+# baseline pass: DIR DIO JOBS WHERE(disk|tmpfs) -> seconds; phase times to DIR/phases
+baseline() {
+	local d=$1 dio=$2 jobs=$3 w=$d/work t0 t1
+	[ "$4" = tmpfs ] && w=$shm/work
+	fresh "$d" "$w"
+	t0=$(now)
+	ls "$w"/*.img | xargs -P "$jobs" -I{} "$work/one.sh" {} "$dio" >"$d/phases"
+	t1=$(now)
+	rm -rf "$w"
+	sub "$t1" "$t0"
+}
+
+phasesum() {
+	awk '{l += $2 - $1; m += $3 - $2; u += $4 - $3; d += $5 - $4; f += $6 - $5; n++}
+		END {printf "    per state (ms): losetup %.0f  mount %.0f  umount %.0f  losetup -d %.0f  fsck %.0f\n", 1000*l/n, 1000*m/n, 1000*u/n, 1000*d/n, 1000*f/n}' "$1"
+}
+
+echo "fs=$fs rounds=$rounds states=$states files=$POWERCUT_FILES cores=$(nproc) load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+	d="$work/r$r"
+	# (a) powercut fs, --jobs 1 (its recording and states are the ones the baseline replays)
+	"$pc" fs --fs "$fs" --workload "$here/testdata/fs/workload.sh" "${flags[@]}" --jobs 1 --out "$d" --json >"$d.a1.json" 2>"$d.a1.err" || { cat "$d.a1.err" >&2; exit 1; }
+	[ "$(jq '.violations | length' "$d.a1.json")" = 0 ] || echo "warning: powercut fs reported violations" >&2
+	note "(a) powercut fs --jobs 1" "$r" "$(jq .checked "$d.a1.json")" "$(jq .explore_seconds "$d.a1.json")"
+	"$pc" fs --fs "$fs" --workload "$here/testdata/fs/workload.sh" "${flags[@]}" --jobs 2 --out "$d-j2" --json >"$d.a2.json" 2>"$d.a2.err" || { cat "$d.a2.err" >&2; exit 1; }
+	note "(a) powercut fs --jobs 2" "$r" "$(jq .checked "$d.a2.json")" "$(jq .explore_seconds "$d.a2.json")"
+
+	# the distinct states powercut fs checked: explore's dedup key is the image, so the first state
+	# of each distinct image (in generation order) is the one checked. List states with a hash of
+	# their image (a check script is not mark-blind, so duplicates appear; keep the first per hash).
+	"$pc" explore --log "$d/fs.pclog" --base "$d/base.img" "${flags[@]}" --jobs 1 \
+		--check "echo \"\$POWERCUT_STATE \$(sha256sum <\"\$POWERCUT_IMAGE\" | cut -c1-64)\" >>$d/ids.all" >/dev/null
+	awk '!seen[$2]++ {print $1}' "$d/ids.all" >"$d/ids"
+	n=$(wc -l <"$d/ids")
+	[ "$n" = "$(jq .checked "$d.a1.json")" ] || { echo "state list has $n states, powercut fs checked $(jq .checked "$d.a1.json")" >&2; exit 1; }
+	mkdir "$d/plain"
+	while read -r id; do
+		"$pc" replay --log "$d/fs.pclog" --base "$d/base.img" --state "$id" --out "$d/plain/tmp.img" >/dev/null
+		cp --sparse=always "$d/plain/tmp.img" "$d/plain/$(echo "$id" | tr ':' '_').img"
+		rm "$d/plain/tmp.img"
+	done <"$d/ids"
+
+	# (c) the same per-state work on plain files
+	for where in disk tmpfs; do
+		for dio in on off; do
+			s=$(baseline "$d" "$dio" 1 "$where")
+			note "(c) plain $where dio=$dio -P 1" "$r" "$n" "$s"
+			phasesum "$d/phases"
+		done
+		s=$(baseline "$d" on 2 "$where")
+		note "(c) plain $where dio=on -P 2" "$r" "$n" "$s"
 	done
-	start=$(date +%s.%N)
-	for img in "$work"/img-*; do
-		[ -f "$img" ] || continue
-		cp --sparse=always "$img" "$work/copy.img"
-		e2fsck -E journal_only -y "$work/copy.img" >/dev/null 2>&1 || true
-		e2fsck -fn "$work/copy.img" >/dev/null 2>&1 || true
-	done
-	end=$(date +%s.%N)
-	c_secs=$(echo "$end - $start" | bc -l 2>/dev/null || python3 -c "print($end - $start)")
-fi
 
-rate() { python3 -c "print('%.2f' % ($1 / $2 if $2 > 0 else 0))"; }
-echo "fs=$fs recorded_ops=$ops states_flag=$states violations=$viol"
-echo "(a) powercut fs (mount+umount+fsck): $a_checked states in ${a_secs}s = $(rate "$a_checked" "$a_secs") states/s"
-echo "(b) powercut explore --fsck $fs:       $b_checked states in ${b_secs}s = $(rate "$b_checked" "$b_secs") states/s"
-if [ "$c_n" -gt 0 ]; then
-	echo "(c) plain e2fsck on plain files:    $c_n images in ${c_secs}s = $(rate "$c_n" "$c_secs") images/s"
-fi
-python3 -c "
-a=$a_checked/$a_secs if $a_secs>0 else 0
-b=$b_checked/$b_secs if $b_secs>0 else 0
-print('overhead of fs vs fsck alone (b): %.0f%%' % ((b/a-1)*100 if a>0 else 0))
-"
+	if [ "$fs" = ext4 ]; then
+		for j in 1 2; do
+			"$pc" explore --log "$d/fs.pclog" --base "$d/base.img" "${flags[@]}" --jobs "$j" --fsck ext4 --json >"$d.b$j.json" || true
+			note "(b) powercut explore --fsck ext4 --jobs $j" "$r" "$(jq .checked "$d.b$j.json")" "$(jq .seconds "$d.b$j.json")"
+			for where in disk tmpfs; do
+				w=$d/work
+				[ "$where" = tmpfs ] && w=$shm/work
+				fresh "$d" "$w"
+				t0=$(now)
+				ls "$w"/*.img | xargs -P "$j" -n 1 "$work/fsck.sh"
+				t1=$(now)
+				rm -rf "$w"
+				note "(d) plain $where e2fsck jo+fn -P $j" "$r" "$n" "$(sub "$t1" "$t0")"
+			done
+		done
+	fi
+	rm -rf "$d-j2"
+done
+
+echo
+echo "summary (each: total states / total seconds over the rounds)"
+awk -F'|' -v pairs="(a) powercut fs --jobs 1#(c) plain tmpfs dio=on -P 1;(a) powercut fs --jobs 1#(c) plain tmpfs dio=off -P 1;(a) powercut fs --jobs 1#(c) plain disk dio=on -P 1;(a) powercut fs --jobs 1#(c) plain disk dio=off -P 1;(a) powercut fs --jobs 2#(c) plain tmpfs dio=on -P 2;(a) powercut fs --jobs 2#(c) plain disk dio=on -P 2;(b) powercut explore --fsck ext4 --jobs 1#(d) plain tmpfs e2fsck jo+fn -P 1;(b) powercut explore --fsck ext4 --jobs 1#(d) plain disk e2fsck jo+fn -P 1;(b) powercut explore --fsck ext4 --jobs 2#(d) plain tmpfs e2fsck jo+fn -P 2;(b) powercut explore --fsck ext4 --jobs 2#(d) plain disk e2fsck jo+fn -P 2" '
+	{n[$1] += $3; s[$1] += $4; if (!($1 in o)) {o[$1] = ++k; name[k] = $1}}
+	END {
+		for (i = 1; i <= k; i++) {w = name[i]; r[w] = n[w] / s[w]; printf "  %-44s %6.2f states/s\n", w, r[w]}
+		np = split(pairs, pp, ";")
+		for (i = 1; i <= np; i++) {
+			split(pp[i], p, "#"); a = p[1]; b = p[2]
+			if ((a in r) && (b in r) && r[a] > 0) printf "  overhead of %-40s over %-32s %+4.0f%%\n", a, b, 100 * (r[b] / r[a] - 1)
+		}
+	}' "$results"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -51,7 +51,7 @@ func fixture(tb testing.TB) (l *pclog.Log, base *os.File, logBin string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { f.Close() })
-	size, hash, err := dmlogwrites.HashBase(f)
+	size, hash, err := pclog.HashBase(f)
 	if err != nil {
 		tb.Fatal(err)
 	}

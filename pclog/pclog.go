@@ -15,18 +15,25 @@
 //
 // The CRC32C (Castagnoli) of a record covers its 44 header bytes before the CRC and its payload.
 // A WRITE's payload is its data (payloadLen == length); a MARK's payload is its name; other kinds
-// carry none. Records are appended when an operation completes, so file order is completion order.
+// carry none. A FLUSH has length 0 and an offset that is 0 or a sector-aligned byte offset with no
+// durability meaning (see Record); a MARK has offset and length 0. Records are appended when an
+// operation completes, so file order is completion order.
 // A torn tail (a crash of the recorder) is normal: readers stop at the last whole record and report
 // how many records they recovered.
 package pclog
 
 import (
+	"encoding/hex"
+	"io"
+
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"strings"
+
+	"github.com/zeebo/xxh3"
 )
 
 // Magic starts every pclog file.
@@ -196,6 +203,12 @@ func (h *Header) Base(id uint16) (BaseRef, bool) {
 }
 
 // Record is one operation. Data is the WRITE payload (nil for other kinds); Name is a MARK's name.
+//
+// WRITE, WRITE_ZEROES and DISCARD address [Offset, Offset+Length), sector-aligned and inside the
+// device. A FLUSH has Length 0; its Offset is usually 0 but may be any non-negative multiple of the
+// sector size, even beyond the device's end: it has no durability meaning (a FLUSH covers the
+// whole device) and is kept only so that an imported dm-log-writes log exports byte for byte
+// (the kernel stores a sector in data-less FLUSH entries). A MARK has Offset and Length 0.
 type Record struct {
 	Kind     Kind   `json:"kind"`
 	Flags    Flags  `json:"-"`
@@ -248,11 +261,16 @@ func (r *Record) Validate(h *Header) error {
 		if r.Kind == KindWrite && int64(len(r.Data)) != r.Length {
 			return fmt.Errorf("WRITE carries %d data bytes for length %d", len(r.Data), r.Length)
 		}
-	case KindFlush, KindMark:
+	case KindFlush:
+		// The offset has no durability meaning (see Record): any aligned, non-negative value.
+		if ss := int64(d.SectorSize); r.Length != 0 || r.Offset < 0 || r.Offset%ss != 0 {
+			return fmt.Errorf("FLUSH with offset %d length %d (want length 0 and an offset aligned to the %d-byte sector)", r.Offset, r.Length, ss)
+		}
+	case KindMark:
 		if r.Offset != 0 || r.Length != 0 {
 			return fmt.Errorf("%s with offset %d length %d", r.Kind, r.Offset, r.Length)
 		}
-		if r.Kind == KindMark && r.Submit != r.Complete {
+		if r.Submit != r.Complete {
 			return fmt.Errorf("MARK %q with submit %d != complete %d", r.Name, r.Submit, r.Complete)
 		}
 	default:
@@ -284,4 +302,17 @@ func encodeHeader(h *Header) ([]byte, error) {
 	b = append(b, js...)
 	b = binary.LittleEndian.AppendUint32(b, CRC32C(js))
 	return b, nil
+}
+
+// HashBase reads a whole base image and returns its size and the content hash a BaseRef records
+// for it ("xxh3-128:<hex>"). Every recorder and importer uses it, and explore and replay check a
+// given --base against it, so a wrong or modified base is refused rather than silently used.
+func HashBase(r io.Reader) (int64, string, error) {
+	h := xxh3.New128()
+	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
+	if err != nil {
+		return n, "", fmt.Errorf("hash base image: %w", err)
+	}
+	sum := h.Sum128().Bytes()
+	return n, "xxh3-128:" + hex.EncodeToString(sum[:]), nil
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/xxh3"
 	"golang.org/x/term"
 
 	"github.com/powercut/powercut/explore"
@@ -21,16 +19,6 @@ import (
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// HashBase returns the "xxh3-128:<hex>" hash of r's first size bytes.
-func HashBase(r io.ReaderAt, size int64) (string, error) {
-	h := xxh3.New128()
-	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
-		return "", err
-	}
-	s := h.Sum128().Bytes()
-	return "xxh3-128:" + hex.EncodeToString(s[:]), nil
 }
 
 // openBases opens the base images named by --base flags ("IMG" for device 0 or "ID=IMG") and
@@ -75,7 +63,7 @@ func openBases(l *pclog.Log, specs []string) (map[uint16]io.ReaderAt, func(), []
 				return nil, nil, nil, fmt.Errorf("--base %s: %d bytes, but the log was recorded on a %d-byte base", path, st.Size(), ref.Size)
 			}
 			if ref.Hash != "" {
-				got, err := HashBase(f, st.Size())
+				_, got, err := pclog.HashBase(io.NewSectionReader(f, 0, st.Size()))
 				if err != nil {
 					closeAll()
 					return nil, nil, nil, err

@@ -31,7 +31,7 @@ func smallLog(t *testing.T) (logPath, basePath string) {
 	if err := os.WriteFile(basePath, base, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hash, err := HashBase(bytes.NewReader(base), int64(len(base)))
+	_, hash, err := pclog.HashBase(bytes.NewReader(base))
 	if err != nil {
 		t.Fatal(err)
 	}

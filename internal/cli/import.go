@@ -79,7 +79,7 @@ size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB co
 				if err != nil {
 					return fmt.Errorf("--base: %w", err)
 				}
-				n, hash, err := dmlogwrites.HashBase(rc)
+				n, hash, err := pclog.HashBase(rc)
 				rc.Close()
 				if err != nil {
 					return fmt.Errorf("--base %s: %w", base, err)
@@ -149,9 +149,6 @@ func printImportSummary(w io.Writer, logPath, out string, base *pclog.BaseRef, s
 	}
 	if n := len(s.Marks); n == 0 || s.Marks[n-1].Name != dmlogwrites.EndMark {
 		fmt.Fprintf(&b, " The log does not end with the %s mark: the recording was interrupted.", dmlogwrites.EndMark)
-	}
-	if s.FlushSectorsLost > 0 {
-		fmt.Fprintf(&b, " The sectors of %d data-less flushes did not fit in the pclog header; an export writes 0 there (replay-log ignores them).", s.FlushSectorsLost)
 	}
 	fmt.Fprintln(w, b.String())
 }

@@ -105,7 +105,7 @@ func TestImportExportDMLogWrites(t *testing.T) {
 		t.Errorf("base reference %+v, want 134217728 bytes, xxh3-128:%x", ref, sum)
 	}
 	// explore and replay check --base with HashBase: it must agree.
-	if h, err := HashBase(bytes.NewReader(base), int64(len(base))); err != nil || h != ref.Hash {
+	if _, h, err := pclog.HashBase(bytes.NewReader(base)); err != nil || h != ref.Hash {
 		t.Errorf("HashBase of the base = %q, %v; the import recorded %q", h, err, ref.Hash)
 	}
 

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/zeebo/xxh3"
 
 	"github.com/powercut/powercut/internal/control"
 	"github.com/powercut/powercut/internal/nbd"
@@ -160,7 +158,7 @@ func runRecordNBD(env *Env, o *recordNBDOpts) error {
 			return usagef("--size %d differs from the %d bytes of --base %s", specs[0].size, st.Size(), o.base)
 		}
 		fmt.Fprintf(env.Stderr, "powercut: hashing base %s (%d bytes)\n", o.base, st.Size())
-		sum, err := hashNBDBase(io.NewSectionReader(f, 0, st.Size()))
+		_, sum, err := pclog.HashBase(io.NewSectionReader(f, 0, st.Size()))
 		if err != nil {
 			return fmt.Errorf("hash --base %s: %w", o.base, err)
 		}
@@ -197,7 +195,7 @@ func runRecordNBD(env *Env, o *recordNBDOpts) error {
 			if err != nil {
 				return fmt.Errorf("--backing: %w", err)
 			}
-			sum, err := hashNBDBase(f)
+			_, sum, err := pclog.HashBase(f)
 			f.Close()
 			if err != nil {
 				return fmt.Errorf("hash --backing %s: %w", o.backing, err)
@@ -379,16 +377,6 @@ func listenNBD(o *recordNBDOpts) (net.Listener, string, error) {
 type noRecordMarker struct{}
 
 func (noRecordMarker) Mark(string) error { return errors.New("not recording (--no-record)") }
-
-// hashNBDBase returns the "xxh3-128:<hex>" content hash recorded for a base image.
-func hashNBDBase(r io.Reader) (string, error) {
-	h := xxh3.New128()
-	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	sum := h.Sum128().Bytes()
-	return "xxh3-128:" + hex.EncodeToString(sum[:]), nil
-}
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"

@@ -379,8 +379,18 @@ func TestRecordNBDExt4Chain(t *testing.T) {
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "ext4.pclog")
 	ctl := filepath.Join(dir, "ctl")
-	rec := nbdStartRecorder(t, bin, "--listen", "127.0.0.1:0", "--size", "64M", "--log", logPath, "--control", ctl)
 	env := nbdPeerEnv("POWERCUT_CONTROL=" + ctl)
+	// The file system is made before recording (mkfs promises nothing until it returns) and
+	// served copy-on-write with --base: the recording starts from a valid file system.
+	base := filepath.Join(dir, "base.img")
+	if err := os.WriteFile(base, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(base, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	nbdMust(t, env, "mkfs.ext4", "-q", "-F", base)
+	rec := nbdStartRecorder(t, bin, "--listen", "127.0.0.1:0", "--size", "64M", "--base", base, "--log", logPath, "--control", ctl)
 
 	// nbdfuse serves the export as fusedir/nbd until unmounted.
 	fusedir := filepath.Join(dir, "fuse")
@@ -427,7 +437,6 @@ func TestRecordNBDExt4Chain(t *testing.T) {
 			exec.Command("losetup", "-d", loop).Run()
 		}
 	})
-	nbdMust(t, env, "mkfs.ext4", "-q", "-F", loop)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -491,10 +500,7 @@ func TestRecordNBDExt4Chain(t *testing.T) {
 	if writes == 0 || flushes == 0 || marks != 6 {
 		t.Fatalf("recording holds %d writes, %d flushes, %d marks", writes, flushes, marks)
 	}
-	// mkfs promises nothing until it has returned (a crash in the middle of it leaves half a
-	// file system, which fsck rightly rejects), so the states checked are those from the
-	// moment the file system was mounted on.
-	out, err := nbdRun(t, env, bin, "explore", "--log", logPath, "--model", "flush", "--fsck", "ext4", "--from-mark", "mounted", "--jobs", "2")
+	out, err := nbdRun(t, env, bin, "explore", "--log", logPath, "--base", base, "--model", "flush", "--fsck", "ext4", "--jobs", "2")
 	if err != nil {
 		t.Fatalf("powercut explore --model flush --fsck ext4: %v\n%s", err, out)
 	}

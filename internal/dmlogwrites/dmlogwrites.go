@@ -42,10 +42,10 @@
 //	MARK                      -> KindMark    (the text is the name; `dm-log-writes-end` too)
 //
 // and back on export, so that exporting an imported log reproduces the original byte for byte
-// (except the 4 undefined superblock bytes, written as zeros). The one field a pclog record cannot
-// hold is the sector the kernel stores in a data-less FLUSH entry (dm passes on the sector of the
-// write whose PREFLUSH it split off; replay-log ignores it): the import keeps those sectors in a
-// table at the end of the header Note, which the export reads back.
+// (except the 4 undefined superblock bytes, written as zeros). The kernel stores a sector in a
+// data-less FLUSH entry too (dm passes on the sector of the write whose PREFLUSH it split off;
+// replay-log ignores it): the import keeps it as the FLUSH record's Offset (sector * sectorsize),
+// which has no durability meaning in a pclog, and the export writes it back.
 //
 // Exporting a pclog recorded natively (not imported): FLUSH becomes a data-less FLUSH entry, and
 // WRITE_ZEROES a WRITE entry full of zeros, because dm-log-writes has no write-zeroes entry.

@@ -30,10 +30,6 @@ func Export(l *pclog.Log, w io.Writer) (*ExportSummary, error) {
 	}
 	dev := l.Header.Devices[0]
 	ss := int64(dev.SectorSize)
-	var flushSectors map[int]uint64
-	if l.Header.Source == Source {
-		flushSectors = parseFlushSectors(l.Header.Note)
-	}
 	s := &ExportSummary{Entries: len(l.Entries), SectorSize: int(ss), ByKind: map[pclog.Kind]int{}, Torn: l.Torn}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	block := make([]byte, ss)
@@ -54,7 +50,7 @@ func Export(l *pclog.Log, w io.Writer) (*ExportSummary, error) {
 		case pclog.KindWrite, pclog.KindWriteZeroes, pclog.KindDiscard:
 			sector, nr = uint64(e.Offset/ss), uint64(e.Length/ss)
 		case pclog.KindFlush:
-			sector = flushSectors[i]
+			sector = uint64(e.Offset / ss) // the sector an imported FLUSH entry had; 0 when recorded natively
 		case pclog.KindMark:
 			if int64(len(e.Name)) > ss-entryFields {
 				return nil, fmt.Errorf("record %d: mark %q is %d bytes, more than the %d a %d-byte dm-log-writes entry holds", i, e.Name, len(e.Name), ss-entryFields, ss)

@@ -1,16 +1,13 @@
 package dmlogwrites
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/powercut/powercut/pclog"
-	"github.com/zeebo/xxh3"
 )
 
 // ImportOptions describe the device the log was recorded from.
@@ -18,7 +15,7 @@ type ImportOptions struct {
 	// Size is the device size in bytes. Zero: the base image's size if Base is set, else the
 	// smallest multiple of 1 MiB covering every entry.
 	Size int64
-	// Base references the image the recording starts from (see HashBase); its Size is the device
+	// Base references the image the recording starts from (see pclog.HashBase); its Size is the device
 	// size. Nil: the recording starts from zeros.
 	Base *pclog.BaseRef
 	// DeviceName names the device in the pclog header (default "dm-log-writes").
@@ -55,17 +52,7 @@ type Summary struct {
 	// Extent is the end (in bytes) of the furthest write or discard, ExtentEntry that entry.
 	Extent      int64
 	ExtentEntry int
-	// FlushSectors is how many data-less flushes had a non-zero sector kept in the header note;
-	// FlushSectorsLost how many did not fit there (their export writes sector 0).
-	FlushSectors     int
-	FlushSectorsLost int
 }
-
-// flushSectorsTag starts the table of data-less flush sectors in the header Note.
-const flushSectorsTag = "dm-log-writes flush sectors (entry:sector):"
-
-// maxFlushTable bounds the table's size so that the pclog header stays far below its 1 MiB limit.
-const maxFlushTable = 512 << 10
 
 // Open opens the log from its start; Import calls it twice (one pass to learn the device's
 // extent and validate everything before creating the output, one to copy the data).
@@ -74,7 +61,7 @@ type Open func() (io.ReadCloser, error)
 // Import converts the dm-log-writes log that open returns into a pclog at out, streaming (one
 // entry in memory at a time). On error no output file is left behind.
 func Import(open Open, out string, opt ImportOptions) (*Summary, error) {
-	s, flushSectors, err := scan(open)
+	s, err := scan(open)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +94,7 @@ func Import(open Open, out string, opt ImportOptions) (*Summary, error) {
 		Version: pclog.FormatVersion,
 		Devices: []pclog.Device{{ID: 0, Name: name, Size: s.DeviceSize, SectorSize: int(ss)}},
 		Source:  Source,
-		Note:    importNote(s, flushSectors),
+		Note:    importNote(s),
 	}
 	if opt.Base != nil {
 		b := *opt.Base
@@ -122,20 +109,19 @@ func Import(open Open, out string, opt ImportOptions) (*Summary, error) {
 }
 
 // scan is the first pass: validate the whole log, count, and find its extent.
-func scan(open Open) (*Summary, map[int]uint64, error) {
+func scan(open Open) (*Summary, error) {
 	rc, err := open()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer rc.Close()
 	r, err := NewReader(rc)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	r.SkipData = true
 	s := &Summary{Superblock: r.Superblock(), ByClass: map[string]int{}, ByKind: map[pclog.Kind]int{}}
 	ss := int64(s.Superblock.SectorSize)
-	flushSectors := map[int]uint64{}
 	for {
 		e, err := r.Next()
 		if err == io.EOF {
@@ -148,7 +134,7 @@ func scan(open Open) (*Summary, map[int]uint64, error) {
 			break
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		s.Entries++
 		s.ByClass[e.Class()]++
@@ -161,21 +147,17 @@ func scan(open Open) (*Summary, map[int]uint64, error) {
 			s.DiscardBytes += int64(e.NrSectors) * ss
 		case pclog.KindMark:
 			s.Marks = append(s.Marks, MarkAt{Index: e.Index, Name: e.Mark})
-		case pclog.KindFlush:
-			if e.Sector != 0 {
-				flushSectors[e.Index] = e.Sector
-			}
 		}
 		if end := int64(e.Sector+e.NrSectors) * ss; (k == pclog.KindWrite || k == pclog.KindDiscard) && end > s.Extent {
 			s.Extent, s.ExtentEntry = end, e.Index
 		}
 	}
 	s.Beyond = r.Beyond()
-	return s, flushSectors, nil
+	return s, nil
 }
 
-// importNote documents the derived order and carries the data-less flushes' sectors.
-func importNote(s *Summary, flushSectors map[int]uint64) string {
+// importNote documents the derived order.
+func importNote(s *Summary) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Imported from a dm-log-writes log (sector size %d, nr_entries %d, %d entries", s.Superblock.SectorSize, s.Superblock.NrEntries, s.Entries)
 	if s.Beyond > 0 {
@@ -187,46 +169,7 @@ func importNote(s *Summary, flushSectors map[int]uint64) string {
 	b.WriteString("); record i is log entry i. dm-log-writes logs entries at completion, grouped by flushes, " +
 		"and keeps no submit order, so entry i is taken as submitted at 2i+1 and completed at 2i+2 (a MARK at 2i+2): " +
 		"every FLUSH covers every entry before it and none after, as when replaying the log with replay-log.")
-	if len(flushSectors) > 0 {
-		b.WriteString("\n" + flushSectorsTag)
-		for i := 0; i < s.Entries; i++ {
-			sec, ok := flushSectors[i]
-			if !ok {
-				continue
-			}
-			if b.Len() > maxFlushTable {
-				s.FlushSectorsLost++
-				continue
-			}
-			b.WriteString(" " + strconv.Itoa(i) + ":" + strconv.FormatUint(sec, 10))
-			s.FlushSectors++
-		}
-	}
 	return b.String()
-}
-
-// parseFlushSectors reads the table importNote wrote; a missing or damaged table gives sector 0.
-func parseFlushSectors(note string) map[int]uint64 {
-	m := map[int]uint64{}
-	_, table, ok := strings.Cut(note, flushSectorsTag)
-	if !ok {
-		return m
-	}
-	if i := strings.IndexByte(table, '\n'); i >= 0 {
-		table = table[:i]
-	}
-	for _, f := range strings.Fields(table) {
-		a, b, ok := strings.Cut(f, ":")
-		if !ok {
-			continue
-		}
-		i, err1 := strconv.Atoi(a)
-		sec, err2 := strconv.ParseUint(b, 10, 64)
-		if err1 == nil && err2 == nil {
-			m[i] = sec
-		}
-	}
-	return m
 }
 
 // copyEntries is the second pass: write the first n entries as pclog records.
@@ -261,6 +204,9 @@ func copyEntries(open Open, out string, h pclog.Header, n int) error {
 			rec.Offset, rec.Length, rec.Data = int64(e.Sector)*ss, int64(e.NrSectors)*ss, e.Data
 		case pclog.KindDiscard:
 			rec.Offset, rec.Length = int64(e.Sector)*ss, int64(e.NrSectors)*ss
+		case pclog.KindFlush:
+			// The kernel's sector of a data-less FLUSH (see the package doc), kept for the export.
+			rec.Offset = int64(e.Sector) * ss
 		case pclog.KindMark:
 			rec.Name = e.Mark
 			rec.Submit = rec.Complete
@@ -274,16 +220,4 @@ func copyEntries(open Open, out string, h pclog.Header, n int) error {
 		return err
 	}
 	return nil
-}
-
-// HashBase reads a whole base image and returns its size and its pclog hash,
-// "xxh3-128:<hex>" (the 128-bit XXH3 of the content, big-endian hex).
-func HashBase(r io.Reader) (int64, string, error) {
-	h := xxh3.New()
-	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
-	if err != nil {
-		return 0, "", fmt.Errorf("hash base image: %w", err)
-	}
-	sum := h.Sum128().Bytes()
-	return n, "xxh3-128:" + hex.EncodeToString(sum[:]), nil
 }

@@ -137,7 +137,7 @@ func TestImportErrors(t *testing.T) {
 
 func TestImportBase(t *testing.T) {
 	base := pattern(3, 2<<20)
-	size, hash, err := HashBase(bytes.NewReader(base))
+	size, hash, err := pclog.HashBase(bytes.NewReader(base))
 	sum := xxh3.Hash128(base).Bytes()
 	if err != nil || size != 2<<20 || hash != "xxh3-128:"+hex.EncodeToString(sum[:]) {
 		t.Fatalf("HashBase = %d, %q, %v; want %d, xxh3-128:%x", size, hash, err, 2<<20, sum)

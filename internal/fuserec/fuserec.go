@@ -23,7 +23,6 @@ package fuserec
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +36,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/zeebo/xxh3"
 	"golang.org/x/sys/unix"
 
 	"github.com/powercut/powercut/internal/loopdev"
@@ -91,16 +89,6 @@ type Recorder struct {
 	start       time.Time
 }
 
-// HashBase returns the "xxh3-128:<hex>" content hash recorded for a base image.
-func HashBase(r io.Reader) (string, error) {
-	h := xxh3.New128()
-	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	sum := h.Sum128().Bytes()
-	return "xxh3-128:" + hex.EncodeToString(sum[:]), nil
-}
-
 // Start mounts the recording file system at opts.Mount and returns once disk.img can be opened.
 // The mount is removed by Close, and also when ctx is cancelled (Close is then still needed to
 // release the log, and reports any error).
@@ -133,7 +121,7 @@ func Start(ctx context.Context, opts Options) (_ *Recorder, err error) {
 		if fi.Size() != opts.Size {
 			return nil, fmt.Errorf("fuserec: base image %s has %d bytes, the disk is %d bytes (they must match)", opts.Base, fi.Size(), opts.Size)
 		}
-		sum, err := HashBase(io.NewSectionReader(f, 0, fi.Size()))
+		_, sum, err := pclog.HashBase(io.NewSectionReader(f, 0, fi.Size()))
 		if err != nil {
 			return nil, fmt.Errorf("fuserec: hashing base image %s: %w", opts.Base, err)
 		}

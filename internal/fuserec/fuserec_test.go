@@ -273,7 +273,7 @@ func TestExt4ThroughLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := HashBase(bf)
+	_, sum, err := pclog.HashBase(bf)
 	bf.Close()
 	if err != nil || sum != b.Hash || b.Size != size {
 		t.Fatalf("base modified or misrecorded: header %+v, now %s (%v)", b, sum, err)

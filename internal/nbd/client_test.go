@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/pclog"
 	"github.com/powercut/powercut/record"
 )
@@ -106,16 +107,16 @@ func dialRaw(t *testing.T, addr, export string, structured bool) *rawClient {
 	if _, err := io.ReadFull(c.r, g[:]); err != nil {
 		t.Fatalf("read greeting: %v", err)
 	}
-	if binary.BigEndian.Uint64(g[0:]) != nbdMagic || binary.BigEndian.Uint64(g[8:]) != ihaveOpt {
+	if binary.BigEndian.Uint64(g[0:]) != nbdproto.NBDMagic || binary.BigEndian.Uint64(g[8:]) != nbdproto.IHaveOpt {
 		t.Fatalf("bad greeting % x", g)
 	}
-	if f := binary.BigEndian.Uint16(g[16:]); f != flagFixedNew|flagNoZeroes {
+	if f := binary.BigEndian.Uint16(g[16:]); f != nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes {
 		t.Fatalf("handshake flags %#x", f)
 	}
-	c.write(binary.BigEndian.AppendUint32(nil, clientFixedNew|clientNoZeroes))
+	c.write(binary.BigEndian.AppendUint32(nil, nbdproto.ClientFixedNewstyle|nbdproto.ClientNoZeroes))
 	if structured {
-		c.option(optStructuredRply, nil)
-		if typ, _ := c.optReply(t, optStructuredRply); typ != repAck {
+		c.option(nbdproto.OptStructuredReply, nil)
+		if typ, _ := c.optReply(t, nbdproto.OptStructuredReply); typ != nbdproto.RepAck {
 			t.Fatalf("STRUCTURED_REPLY answered %#x", typ)
 		}
 		c.structured = true
@@ -123,21 +124,21 @@ func dialRaw(t *testing.T, addr, export string, structured bool) *rawClient {
 	d := binary.BigEndian.AppendUint32(nil, uint32(len(export)))
 	d = append(d, export...)
 	d = binary.BigEndian.AppendUint16(d, 1)
-	d = binary.BigEndian.AppendUint16(d, infoBlockSize)
-	c.option(optGo, d)
+	d = binary.BigEndian.AppendUint16(d, nbdproto.InfoBlockSize)
+	c.option(nbdproto.OptGo, d)
 	for {
-		typ, data := c.optReply(t, optGo)
+		typ, data := c.optReply(t, nbdproto.OptGo)
 		switch typ {
-		case repInfo:
+		case nbdproto.RepInfo:
 			switch binary.BigEndian.Uint16(data) {
-			case infoExport:
+			case nbdproto.InfoExport:
 				c.size = binary.BigEndian.Uint64(data[2:])
 				c.tflags = binary.BigEndian.Uint16(data[10:])
-			case infoBlockSize:
+			case nbdproto.InfoBlockSize:
 				c.blockMin = binary.BigEndian.Uint32(data[2:])
 			}
 			continue
-		case repAck:
+		case nbdproto.RepAck:
 			return c
 		default:
 			t.Fatalf("GO %q answered %#x: %s", export, typ, data[min(len(data), 0):])
@@ -150,7 +151,7 @@ func (c *rawClient) write(p []byte) {
 }
 
 func (c *rawClient) option(opt uint32, data []byte) {
-	b := binary.BigEndian.AppendUint64(nil, ihaveOpt)
+	b := binary.BigEndian.AppendUint64(nil, nbdproto.IHaveOpt)
 	b = binary.BigEndian.AppendUint32(b, opt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	c.write(append(b, data...))
@@ -162,7 +163,7 @@ func (c *rawClient) optReply(t *testing.T, opt uint32) (uint32, []byte) {
 	if _, err := io.ReadFull(c.r, h[:]); err != nil {
 		t.Fatalf("read option reply: %v", err)
 	}
-	if binary.BigEndian.Uint64(h[0:]) != optReplyMagic || binary.BigEndian.Uint32(h[8:]) != opt {
+	if binary.BigEndian.Uint64(h[0:]) != nbdproto.OptReplyMagic || binary.BigEndian.Uint32(h[8:]) != opt {
 		t.Fatalf("bad option reply header % x (option %d)", h, opt)
 	}
 	data := make([]byte, binary.BigEndian.Uint32(h[16:]))
@@ -173,16 +174,10 @@ func (c *rawClient) optReply(t *testing.T, opt uint32) (uint32, []byte) {
 }
 
 func (c *rawClient) send(typ, flags uint16, cookie, off uint64, length uint32, payload []byte) {
-	b := binary.BigEndian.AppendUint32(nil, requestMagic)
-	b = binary.BigEndian.AppendUint16(b, flags)
-	b = binary.BigEndian.AppendUint16(b, typ)
-	b = binary.BigEndian.AppendUint64(b, cookie)
-	b = binary.BigEndian.AppendUint64(b, off)
-	b = binary.BigEndian.AppendUint32(b, length)
-	if typ == cmdRead {
+	if typ == nbdproto.CmdRead {
 		c.readLen[cookie] = length
 	}
-	c.write(append(b, payload...))
+	c.write(reqBytes(typ, flags, cookie, off, length, payload))
 }
 
 // recv reads one complete reply (all chunks of a structured reply).
@@ -194,7 +189,7 @@ func (c *rawClient) recv() (rawReply, error) {
 			return rep, err
 		}
 		switch binary.BigEndian.Uint32(m[:]) {
-		case simpleReplyMag:
+		case nbdproto.SimpleReplyMagic:
 			var h [12]byte
 			if _, err := io.ReadFull(c.r, h[:]); err != nil {
 				return rep, err
@@ -209,7 +204,7 @@ func (c *rawClient) recv() (rawReply, error) {
 			}
 			delete(c.readLen, rep.cookie)
 			return rep, nil
-		case structReplyMag:
+		case nbdproto.StructuredReplyMagic:
 			var h [16]byte
 			if _, err := io.ReadFull(c.r, h[:]); err != nil {
 				return rep, err
@@ -222,16 +217,16 @@ func (c *rawClient) recv() (rawReply, error) {
 				return rep, err
 			}
 			switch typ {
-			case replyTypeOffsetData:
+			case nbdproto.ReplyTypeOffsetData:
 				rep.data = append(rep.data, p[8:]...)
-			case replyTypeError:
+			case nbdproto.ReplyTypeError:
 				rep.errno = binary.BigEndian.Uint32(p)
 				rep.msg = string(p[6 : 6+binary.BigEndian.Uint16(p[4:])])
-			case replyTypeNone:
+			case nbdproto.ReplyTypeNone:
 			default:
 				return rep, fmt.Errorf("unexpected chunk type %d", typ)
 			}
-			if flags&replyFlagDone != 0 {
+			if flags&nbdproto.ReplyFlagDone != 0 {
 				delete(c.readLen, rep.cookie)
 				return rep, nil
 			}
@@ -247,7 +242,7 @@ func (c *rawClient) do(t *testing.T, typ, flags uint16, off uint64, length uint3
 	c.send(typ, flags, 77, off, length, payload)
 	rep, err := c.recv()
 	if err != nil {
-		t.Fatalf("%s [%d,+%d): %v", cmdName(typ), off, length, err)
+		t.Fatalf("%s [%d,+%d): %v", nbdproto.CmdName(typ), off, length, err)
 	}
 	if rep.cookie != 77 {
 		t.Fatalf("reply cookie %d, want 77", rep.cookie)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/pclog"
 	"github.com/powercut/powercut/record"
 )
@@ -97,59 +98,56 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 // parseRequest decodes a 28-byte request header.
 func parseRequest(b []byte, req *request) error {
-	if m := be.Uint32(b); m != requestMagic {
-		return fmt.Errorf("bad request magic %#x", m)
+	r, err := nbdproto.ParseRequest(b)
+	if err != nil {
+		return err
 	}
-	req.flags = be.Uint16(b[4:])
-	req.typ = be.Uint16(b[6:])
-	req.cookie = be.Uint64(b[8:])
-	req.offset = be.Uint64(b[16:])
-	req.length = be.Uint32(b[24:])
+	req.flags, req.typ, req.cookie, req.offset, req.length = r.Flags, r.Type, r.Cookie, r.Offset, r.Length
 	return nil
 }
 
 // checkRequest validates a request against an export of size bytes and minimum block size bs.
 // It returns 0 or the NBD error to reply with, and a message for structured error replies.
 func checkRequest(flags, typ uint16, off uint64, length uint32, size, bs int64) (uint32, string) {
-	allowed := uint16(cmdFlagFUA) // FUA is valid (and may be ignored) on every command
+	allowed := uint16(nbdproto.CmdFlagFUA) // FUA is valid (and may be ignored) on every command
 	switch typ {
-	case cmdRead, cmdWrite, cmdTrim, cmdCache:
-	case cmdFlush:
+	case nbdproto.CmdRead, nbdproto.CmdWrite, nbdproto.CmdTrim, nbdproto.CmdCache:
+	case nbdproto.CmdFlush:
 		if off != 0 || length != 0 {
-			return errInval, "FLUSH with nonzero offset or length"
+			return nbdproto.ErrInval, "FLUSH with nonzero offset or length"
 		}
-	case cmdWriteZeroes:
-		allowed |= cmdFlagNoHole | cmdFlagFastZero
+	case nbdproto.CmdWriteZeroes:
+		allowed |= nbdproto.CmdFlagNoHole | nbdproto.CmdFlagFastZero
 	default:
-		return errInval, fmt.Sprintf("unknown command %d", typ)
+		return nbdproto.ErrInval, fmt.Sprintf("unknown command %d", typ)
 	}
 	if flags&^allowed != 0 {
-		return errInval, fmt.Sprintf("flags %#x not valid for %s", flags&^allowed, cmdName(typ))
+		return nbdproto.ErrInval, fmt.Sprintf("flags %#x not valid for %s", flags&^allowed, nbdproto.CmdName(typ))
 	}
-	if typ == cmdFlush {
+	if typ == nbdproto.CmdFlush {
 		return 0, ""
 	}
 	if length == 0 {
-		return errInval, cmdName(typ) + " of length 0"
+		return nbdproto.ErrInval, nbdproto.CmdName(typ) + " of length 0"
 	}
-	if (typ == cmdRead || typ == cmdWrite) && length > MaxPayload {
-		return errInval, fmt.Sprintf("%s of %d bytes exceeds the maximum block size %d", cmdName(typ), length, MaxPayload)
+	if (typ == nbdproto.CmdRead || typ == nbdproto.CmdWrite) && length > MaxPayload {
+		return nbdproto.ErrInval, fmt.Sprintf("%s of %d bytes exceeds the maximum block size %d", nbdproto.CmdName(typ), length, MaxPayload)
 	}
 	if off > uint64(size) || uint64(length) > uint64(size)-off {
-		if typ == cmdWrite || typ == cmdWriteZeroes {
-			return errNoSpc, fmt.Sprintf("%s [%d,+%d) past the end of the %d-byte export", cmdName(typ), off, length, size)
+		if typ == nbdproto.CmdWrite || typ == nbdproto.CmdWriteZeroes {
+			return nbdproto.ErrNoSpc, fmt.Sprintf("%s [%d,+%d) past the end of the %d-byte export", nbdproto.CmdName(typ), off, length, size)
 		}
-		return errInval, fmt.Sprintf("%s [%d,+%d) past the end of the %d-byte export", cmdName(typ), off, length, size)
+		return nbdproto.ErrInval, fmt.Sprintf("%s [%d,+%d) past the end of the %d-byte export", nbdproto.CmdName(typ), off, length, size)
 	}
 	if off%uint64(bs) != 0 || uint64(length)%uint64(bs) != 0 {
-		return errInval, fmt.Sprintf("%s [%d,+%d) not aligned to the %d-byte block size", cmdName(typ), off, length, bs)
+		return nbdproto.ErrInval, fmt.Sprintf("%s [%d,+%d) not aligned to the %d-byte block size", nbdproto.CmdName(typ), off, length, bs)
 	}
 	return 0, ""
 }
 
 // transmit reads requests until the client disconnects, dispatching each to its own goroutine.
 func (c *conn) transmit() error {
-	var hdr [requestSize]byte
+	var hdr [nbdproto.RequestSize]byte
 	e := c.exp
 	for {
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -164,16 +162,16 @@ func (c *conn) transmit() error {
 			requestPool.Put(req)
 			return err
 		}
-		if req.typ == cmdDisc {
+		if req.typ == nbdproto.CmdDisc {
 			requestPool.Put(req)
 			return nil
 		}
 		errno, msg := checkRequest(req.flags, req.typ, req.offset, req.length, e.Size, int64(e.BlockSize))
-		if req.typ == cmdWrite {
+		if req.typ == nbdproto.CmdWrite {
 			if req.length > MaxPayload {
 				// The payload cannot be skipped safely (it may be a desynchronised stream):
 				// answer and drop the connection, as the protocol allows.
-				c.replyError(req, errInval, msg)
+				c.replyError(req, nbdproto.ErrInval, msg)
 				requestPool.Put(req)
 				return fmt.Errorf("WRITE of %d bytes exceeds the maximum %d: disconnecting", req.length, MaxPayload)
 			}
@@ -193,9 +191,9 @@ func (c *conn) transmit() error {
 			c.release(req)
 			continue
 		}
-		if req.typ != cmdWrite {
+		if req.typ != nbdproto.CmdWrite {
 			req.charge = minCharge
-			if req.typ == cmdRead {
+			if req.typ == nbdproto.CmdRead {
 				req.charge = max(int64(req.length), minCharge)
 			}
 			c.budget.acquire(req.charge)
@@ -227,16 +225,16 @@ func (c *conn) handle(req *request) {
 	e := c.exp
 	off := int64(req.offset)
 	n := int64(req.length)
-	fua := req.flags&cmdFlagFUA != 0
+	fua := req.flags&nbdproto.CmdFlagFUA != 0
 	var fl pclog.Flags
 	if fua {
 		fl = pclog.FlagFUA
 	}
 	var err error
 	switch req.typ {
-	case cmdRead:
+	case nbdproto.CmdRead:
 		if e.stopped() {
-			c.replyError(req, errIO, "device stopped (simulated power cut)")
+			c.replyError(req, nbdproto.ErrIO, "device stopped (simulated power cut)")
 			return
 		}
 		req.buf = getBuf(int(n))
@@ -244,7 +242,7 @@ func (c *conn) handle(req *request) {
 			c.replyRead(req, *req.buf)
 			return
 		}
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		data := *req.buf
 		req.rec = pclog.Record{Kind: pclog.KindWrite, Flags: fl, Offset: off, Length: n, Data: data}
 		err = e.do(&req.rec, func() error {
@@ -256,20 +254,20 @@ func (c *conn) handle(req *request) {
 			}
 			return nil
 		})
-	case cmdWriteZeroes:
-		if req.flags&cmdFlagFastZero != 0 && !e.FastZero {
-			c.replyError(req, errNotSup, "fast zero not supported by this backing store")
+	case nbdproto.CmdWriteZeroes:
+		if req.flags&nbdproto.CmdFlagFastZero != 0 && !e.FastZero {
+			c.replyError(req, nbdproto.ErrNotSup, "fast zero not supported by this backing store")
 			return
 		}
 		req.rec = pclog.Record{Kind: pclog.KindWriteZeroes, Flags: fl, Offset: off, Length: n}
 		err = e.do(&req.rec, func() error { return e.zero(off, n, fua) })
-	case cmdTrim:
+	case nbdproto.CmdTrim:
 		req.rec = pclog.Record{Kind: pclog.KindDiscard, Flags: fl, Offset: off, Length: n}
 		err = e.do(&req.rec, func() error { return e.zero(off, n, fua) })
-	case cmdFlush:
+	case nbdproto.CmdFlush:
 		req.rec = pclog.Record{Kind: pclog.KindFlush}
 		err = e.do(&req.rec, e.Store.Sync)
-	case cmdCache:
+	case nbdproto.CmdCache:
 		// Memory and page-cache backed stores have nothing to prefetch.
 		if e.stopped() {
 			err = record.ErrStopped
@@ -302,13 +300,13 @@ func (e *Export) do(rec *pclog.Record, fn func() error) error {
 // failed replies to a request whose operation or log record failed: ENOSPC when the log or
 // store is full, EIO otherwise (including the simulated power cut). The server keeps serving.
 func (c *conn) failed(req *request, err error) {
-	errno := uint32(errIO)
+	errno := uint32(nbdproto.ErrIO)
 	if errors.Is(err, syscall.ENOSPC) {
-		errno = errNoSpc
+		errno = nbdproto.ErrNoSpc
 	}
 	if !errors.Is(err, record.ErrStopped) {
 		if k := c.srv.failures.Add(1); k <= 10 {
-			c.srv.logf("nbd: %s [%d,+%d) on export %q failed: %v", cmdName(req.typ), req.offset, req.length, c.exp.Name, err)
+			c.srv.logf("nbd: %s [%d,+%d) on export %q failed: %v", nbdproto.CmdName(req.typ), req.offset, req.length, c.exp.Name, err)
 		} else if k == 11 {
 			c.srv.logf("nbd: more requests failed; not reporting each")
 		}
@@ -360,20 +358,14 @@ func (rw *replyWriter) setErr(err error) {
 }
 
 func (c *conn) simpleHeader(errno uint32, cookie uint64) []byte {
-	h := c.out.hdr[:simpleReplySize]
-	be.PutUint32(h[0:], simpleReplyMag)
-	be.PutUint32(h[4:], errno)
-	be.PutUint64(h[8:], cookie)
+	h := c.out.hdr[:nbdproto.SimpleReplySize]
+	nbdproto.PutSimpleReply(h, errno, cookie)
 	return h
 }
 
 func (c *conn) chunkHeader(flags, typ uint16, cookie uint64, length uint32) []byte {
-	h := c.out.hdr[:structHdrSize]
-	be.PutUint32(h[0:], structReplyMag)
-	be.PutUint16(h[4:], flags)
-	be.PutUint16(h[6:], typ)
-	be.PutUint64(h[8:], cookie)
-	be.PutUint32(h[16:], length)
+	h := c.out.hdr[:nbdproto.StructuredHeaderSize]
+	nbdproto.PutChunkHeader(h, flags, typ, cookie, length)
 	return h
 }
 
@@ -386,7 +378,7 @@ func (c *conn) replyOK(req *request) {
 func (c *conn) replyRead(req *request, data []byte) {
 	c.out.lock()
 	if c.structured {
-		c.out.write(c.chunkHeader(replyFlagDone, replyTypeOffsetData, req.cookie, uint32(8+len(data))))
+		c.out.write(c.chunkHeader(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeOffsetData, req.cookie, uint32(8+len(data))))
 		var o [8]byte
 		be.PutUint64(o[:], req.offset)
 		c.out.write(o[:])
@@ -405,7 +397,7 @@ func (c *conn) replyError(req *request, errno uint32, msg string) {
 		if len(msg) > 4096 {
 			msg = msg[:4096]
 		}
-		c.out.write(c.chunkHeader(replyFlagDone, replyTypeError, req.cookie, uint32(6+len(msg))))
+		c.out.write(c.chunkHeader(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeError, req.cookie, uint32(6+len(msg))))
 		var p [6]byte
 		be.PutUint32(p[0:], errno)
 		be.PutUint16(p[4:], uint16(len(msg)))

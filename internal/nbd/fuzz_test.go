@@ -7,6 +7,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/record"
 )
 
@@ -21,7 +22,7 @@ func fuzzServer(t testing.TB) *Server {
 }
 
 func optBytes(opt uint32, data []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, ihaveOpt)
+	b := binary.BigEndian.AppendUint64(nil, nbdproto.IHaveOpt)
 	b = binary.BigEndian.AppendUint32(b, opt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
@@ -38,7 +39,7 @@ func goData(name string, infos ...uint16) []byte {
 }
 
 func reqBytes(typ, flags uint16, cookie, off uint64, length uint32, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, requestMagic)
+	b := binary.BigEndian.AppendUint32(nil, nbdproto.RequestMagic)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, cookie)
@@ -53,12 +54,12 @@ func checkOptionReplies(t *testing.T, out []byte) {
 	if len(out) < 18 {
 		t.Fatalf("greeting of %d bytes", len(out))
 	}
-	if binary.BigEndian.Uint64(out) != nbdMagic || binary.BigEndian.Uint64(out[8:]) != ihaveOpt {
+	if binary.BigEndian.Uint64(out) != nbdproto.NBDMagic || binary.BigEndian.Uint64(out[8:]) != nbdproto.IHaveOpt {
 		t.Fatalf("bad greeting")
 	}
 	out = out[18:]
 	for len(out) > 0 {
-		if len(out) < 20 || binary.BigEndian.Uint64(out) != optReplyMagic {
+		if len(out) < 20 || binary.BigEndian.Uint64(out) != nbdproto.OptReplyMagic {
 			// The only other thing the server may send is an EXPORT_NAME answer (10 or 134
 			// bytes) that ends the handshake.
 			if len(out) != 10 && len(out) != 134 {
@@ -78,13 +79,13 @@ func FuzzHandshake(f *testing.F) {
 	flags := []byte{0, 0, 0, 3}
 	seeds := [][]byte{
 		flags,
-		append(append([]byte{}, flags...), optBytes(optGo, goData("a", infoBlockSize, infoName, infoDescription))...),
-		append(append([]byte{}, flags...), optBytes(optInfo, goData("b"))...),
-		append(append(append([]byte{}, flags...), optBytes(optList, nil)...), optBytes(optExportName, []byte("b"))...),
-		append(append(append([]byte{}, flags...), optBytes(optStructuredRply, nil)...), optBytes(optAbort, nil)...),
+		append(append([]byte{}, flags...), optBytes(nbdproto.OptGo, goData("a", nbdproto.InfoBlockSize, nbdproto.InfoName, nbdproto.InfoDescription))...),
+		append(append([]byte{}, flags...), optBytes(nbdproto.OptInfo, goData("b"))...),
+		append(append(append([]byte{}, flags...), optBytes(nbdproto.OptList, nil)...), optBytes(nbdproto.OptExportName, []byte("b"))...),
+		append(append(append([]byte{}, flags...), optBytes(nbdproto.OptStructuredReply, nil)...), optBytes(nbdproto.OptAbort, nil)...),
 		append(append([]byte{}, flags...), optBytes(99, []byte("x"))...),
-		append(append([]byte{}, flags...), optBytes(optInfo, []byte{0xff, 0xff, 0xff, 0xff, 0, 0})...),
-		append([]byte{0, 0, 0, 1}, optBytes(optExportName, []byte("zz"))...),
+		append(append([]byte{}, flags...), optBytes(nbdproto.OptInfo, []byte{0xff, 0xff, 0xff, 0xff, 0, 0})...),
+		append([]byte{0, 0, 0, 1}, optBytes(nbdproto.OptExportName, []byte("zz"))...),
 		append(append([]byte{}, flags...), 0x49, 0x48, 0x41, 0x56, 0x45, 0x4F, 0x50, 0x54, 0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff),
 	}
 	for _, s := range seeds {
@@ -110,19 +111,19 @@ func FuzzHandshake(f *testing.F) {
 // must answer before the stream ends, is cut, or must be dropped.
 func expectReplies(in []byte) int {
 	n := 0
-	for len(in) >= requestSize {
-		if binary.BigEndian.Uint32(in) != requestMagic {
+	for len(in) >= nbdproto.RequestSize {
+		if binary.BigEndian.Uint32(in) != nbdproto.RequestMagic {
 			return n
 		}
 		typ := binary.BigEndian.Uint16(in[6:])
 		length := binary.BigEndian.Uint32(in[24:])
-		in = in[requestSize:]
+		in = in[nbdproto.RequestSize:]
 		switch {
-		case typ == cmdDisc:
+		case typ == nbdproto.CmdDisc:
 			return n
-		case typ == cmdWrite && length > MaxPayload:
+		case typ == nbdproto.CmdWrite && length > MaxPayload:
 			return n + 1
-		case typ == cmdWrite:
+		case typ == nbdproto.CmdWrite:
 			if uint64(len(in)) < uint64(length) {
 				return n
 			}
@@ -136,17 +137,17 @@ func expectReplies(in []byte) int {
 func FuzzRequest(f *testing.F) {
 	p := bytes.Repeat([]byte{7}, 512)
 	seeds := [][]byte{
-		reqBytes(cmdWrite, cmdFlagFUA, 1, 0, 512, p),
-		append(reqBytes(cmdWrite, 0, 1, 512, 512, p), reqBytes(cmdRead, 0, 2, 512, 512, nil)...),
-		append(reqBytes(cmdFlush, 0, 3, 0, 0, nil), reqBytes(cmdTrim, 0, 4, 0, 4096, nil)...),
-		reqBytes(cmdWriteZeroes, cmdFlagNoHole|cmdFlagFastZero, 5, 0, 8192, nil),
-		reqBytes(cmdCache, 0, 6, 0, 4096, nil),
-		reqBytes(cmdRead, 0, 7, 1<<20, 512, nil),
-		reqBytes(cmdWrite, 0, 8, 3, 512, p),
-		reqBytes(cmdWrite, 0, 9, 0, MaxPayload+1, nil),
+		reqBytes(nbdproto.CmdWrite, nbdproto.CmdFlagFUA, 1, 0, 512, p),
+		append(reqBytes(nbdproto.CmdWrite, 0, 1, 512, 512, p), reqBytes(nbdproto.CmdRead, 0, 2, 512, 512, nil)...),
+		append(reqBytes(nbdproto.CmdFlush, 0, 3, 0, 0, nil), reqBytes(nbdproto.CmdTrim, 0, 4, 0, 4096, nil)...),
+		reqBytes(nbdproto.CmdWriteZeroes, nbdproto.CmdFlagNoHole|nbdproto.CmdFlagFastZero, 5, 0, 8192, nil),
+		reqBytes(nbdproto.CmdCache, 0, 6, 0, 4096, nil),
+		reqBytes(nbdproto.CmdRead, 0, 7, 1<<20, 512, nil),
+		reqBytes(nbdproto.CmdWrite, 0, 8, 3, 512, p),
+		reqBytes(nbdproto.CmdWrite, 0, 9, 0, MaxPayload+1, nil),
 		reqBytes(77, 0xffff, 10, 0, 512, nil),
-		append(reqBytes(cmdRead, 0, 11, 0, 512, nil), reqBytes(cmdDisc, 0, 12, 0, 0, nil)...),
-		append(reqBytes(cmdWrite, 0, 13, 0, 1024, p), 0xde, 0xad),
+		append(reqBytes(nbdproto.CmdRead, 0, 11, 0, 512, nil), reqBytes(nbdproto.CmdDisc, 0, 12, 0, 0, nil)...),
+		append(reqBytes(nbdproto.CmdWrite, 0, 13, 0, 1024, p), 0xde, 0xad),
 	}
 	for _, s := range seeds {
 		f.Add(s, true)
@@ -156,9 +157,9 @@ func FuzzRequest(f *testing.F) {
 		s := fuzzServer(t)
 		prefix := []byte{0, 0, 0, 3}
 		if structured {
-			prefix = append(prefix, optBytes(optStructuredRply, nil)...)
+			prefix = append(prefix, optBytes(nbdproto.OptStructuredReply, nil)...)
 		}
-		prefix = append(prefix, optBytes(optGo, goData("a"))...)
+		prefix = append(prefix, optBytes(nbdproto.OptGo, goData("a"))...)
 		var out bytes.Buffer
 		err := s.ServeStream(struct {
 			io.Reader
@@ -176,7 +177,7 @@ func FuzzRequest(f *testing.F) {
 			typ := binary.BigEndian.Uint32(o[12:])
 			n := binary.BigEndian.Uint32(o[16:])
 			o = o[20+n:]
-			if opt == optGo && typ == repAck {
+			if opt == nbdproto.OptGo && typ == nbdproto.RepAck {
 				break
 			}
 		}
@@ -191,24 +192,24 @@ func FuzzRequest(f *testing.F) {
 				t.Fatalf("truncated reply: % x", o)
 			}
 			switch binary.BigEndian.Uint32(o) {
-			case simpleReplyMag:
-				if len(o) < simpleReplySize {
+			case nbdproto.SimpleReplyMagic:
+				if len(o) < nbdproto.SimpleReplySize {
 					t.Fatalf("truncated simple reply: % x", o)
 				}
-				o = o[simpleReplySize:]
+				o = o[nbdproto.SimpleReplySize:]
 				replies++
-			case structReplyMag:
-				if len(o) < structHdrSize {
+			case nbdproto.StructuredReplyMagic:
+				if len(o) < nbdproto.StructuredHeaderSize {
 					t.Fatalf("truncated chunk header: % x", o)
 				}
 				n := binary.BigEndian.Uint32(o[16:])
-				if binary.BigEndian.Uint16(o[4:])&replyFlagDone != 0 {
+				if binary.BigEndian.Uint16(o[4:])&nbdproto.ReplyFlagDone != 0 {
 					replies++
 				}
-				if uint64(len(o)) < structHdrSize+uint64(n) {
+				if uint64(len(o)) < nbdproto.StructuredHeaderSize+uint64(n) {
 					t.Fatalf("chunk of %d bytes truncated", n)
 				}
-				o = o[structHdrSize+n:]
+				o = o[nbdproto.StructuredHeaderSize+n:]
 			default:
 				t.Fatalf("bad reply magic % x", o[:4])
 			}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/powercut/powercut/internal/nbdproto"
 )
 
 // maxOptionLen bounds the data of one option we read into memory. Export names are at most 4096
@@ -24,11 +26,9 @@ type session struct {
 // handshake runs the fixed newstyle negotiation on r/w and returns the export the client chose.
 // It never trusts a length from the wire for an allocation beyond maxOptionLen.
 func (s *Server) handshake(r *bufio.Reader, w *bufio.Writer) (*session, error) {
-	var b [18]byte
-	be.PutUint64(b[0:], nbdMagic)
-	be.PutUint64(b[8:], ihaveOpt)
-	be.PutUint16(b[16:], flagFixedNew|flagNoZeroes)
-	if _, err := w.Write(b[:18]); err != nil {
+	var b [nbdproto.GreetingSize]byte
+	nbdproto.PutGreeting(b[:], nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
+	if _, err := w.Write(b[:]); err != nil {
 		return nil, err
 	}
 	if err := w.Flush(); err != nil {
@@ -38,30 +38,29 @@ func (s *Server) handshake(r *bufio.Reader, w *bufio.Writer) (*session, error) {
 		return nil, fmt.Errorf("read client flags: %w", err)
 	}
 	cflags := be.Uint32(b[:4])
-	if cflags&^(clientFixedNew|clientNoZeroes) != 0 {
+	if cflags&^(nbdproto.ClientFixedNewstyle|nbdproto.ClientNoZeroes) != 0 {
 		// The protocol says to drop the connection on an unknown client flag.
 		return nil, fmt.Errorf("client sent unknown handshake flags %#x", cflags)
 	}
-	noZeroes := cflags&clientNoZeroes != 0
+	noZeroes := cflags&nbdproto.ClientNoZeroes != 0
 	sess := &session{}
-	var hdr [16]byte
+	var hdr [nbdproto.OptionHeaderSize]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return nil, fmt.Errorf("read option: %w", err)
 		}
-		if m := be.Uint64(hdr[0:]); m != ihaveOpt {
-			return nil, fmt.Errorf("bad option magic %#x", m)
+		opt, n, err := nbdproto.ParseOptionHeader(hdr[:])
+		if err != nil {
+			return nil, err
 		}
-		opt := be.Uint32(hdr[8:])
-		n := be.Uint32(hdr[12:])
 		if n > maxOptionLen {
 			if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
 				return nil, fmt.Errorf("skip %d-byte option %d: %w", n, opt, err)
 			}
-			if opt == optExportName {
+			if opt == nbdproto.OptExportName {
 				return nil, fmt.Errorf("NBD_OPT_EXPORT_NAME with a %d-byte name", n)
 			}
-			if err := optReply(w, opt, repErrTooBig, []byte("option data too long")); err != nil {
+			if err := optReply(w, opt, nbdproto.RepErrTooBig, []byte("option data too long")); err != nil {
 				return nil, err
 			}
 			continue
@@ -86,7 +85,7 @@ func (s *Server) handshake(r *bufio.Reader, w *bufio.Writer) (*session, error) {
 // option answers one option; done means the transmission phase starts.
 func (s *Server) option(w *bufio.Writer, sess *session, opt uint32, data []byte, noZeroes bool) (done bool, err error) {
 	switch opt {
-	case optExportName:
+	case nbdproto.OptExportName:
 		e := s.lookup(string(data))
 		if e == nil {
 			// EXPORT_NAME cannot fail politely: the protocol says to close.
@@ -104,76 +103,76 @@ func (s *Server) option(w *bufio.Writer, sess *session, opt uint32, data []byte,
 		}
 		sess.export = e
 		return true, nil
-	case optAbort:
-		_ = optReply(w, opt, repAck, nil)
+	case nbdproto.OptAbort:
+		_ = optReply(w, opt, nbdproto.RepAck, nil)
 		_ = w.Flush()
 		return false, errAbort
-	case optList:
+	case nbdproto.OptList:
 		if len(data) != 0 {
-			return false, optReply(w, opt, repErrInvalid, []byte("NBD_OPT_LIST takes no data"))
+			return false, optReply(w, opt, nbdproto.RepErrInvalid, []byte("NBD_OPT_LIST takes no data"))
 		}
 		for _, e := range s.exports {
 			p := make([]byte, 4, 4+len(e.Name)+len(e.Description))
 			be.PutUint32(p, uint32(len(e.Name)))
 			p = append(p, e.Name...)
 			p = append(p, e.Description...)
-			if err := optReply(w, opt, repServer, p); err != nil {
+			if err := optReply(w, opt, nbdproto.RepServer, p); err != nil {
 				return false, err
 			}
 		}
-		return false, optReply(w, opt, repAck, nil)
-	case optInfo, optGo:
+		return false, optReply(w, opt, nbdproto.RepAck, nil)
+	case nbdproto.OptInfo, nbdproto.OptGo:
 		name, _, perr := parseInfoRequest(data)
 		if perr != nil {
-			return false, optReply(w, opt, repErrInvalid, []byte(perr.Error()))
+			return false, optReply(w, opt, nbdproto.RepErrInvalid, []byte(perr.Error()))
 		}
 		e := s.lookup(name)
 		if e == nil {
-			return false, optReply(w, opt, repErrUnknown, fmt.Appendf(nil, "no export named %q", name))
+			return false, optReply(w, opt, nbdproto.RepErrUnknown, fmt.Appendf(nil, "no export named %q", name))
 		}
 		// Every reply carries the export, name, description and block sizes whether asked or
 		// not: the protocol allows unrequested information, and clients that do not ask for
 		// block sizes still learn our alignment.
 		var p [18]byte
-		be.PutUint16(p[0:], infoExport)
+		be.PutUint16(p[0:], nbdproto.InfoExport)
 		be.PutUint64(p[2:], uint64(e.Size))
 		be.PutUint16(p[10:], e.transmissionFlags())
-		if err := optReply(w, opt, repInfo, p[:12]); err != nil {
+		if err := optReply(w, opt, nbdproto.RepInfo, p[:12]); err != nil {
 			return false, err
 		}
-		if err := optReply(w, opt, repInfo, append([]byte{0, infoName}, e.Name...)); err != nil {
+		if err := optReply(w, opt, nbdproto.RepInfo, append([]byte{0, nbdproto.InfoName}, e.Name...)); err != nil {
 			return false, err
 		}
 		if e.Description != "" {
-			if err := optReply(w, opt, repInfo, append([]byte{0, infoDescription}, e.Description...)); err != nil {
+			if err := optReply(w, opt, nbdproto.RepInfo, append([]byte{0, nbdproto.InfoDescription}, e.Description...)); err != nil {
 				return false, err
 			}
 		}
-		be.PutUint16(p[0:], infoBlockSize)
+		be.PutUint16(p[0:], nbdproto.InfoBlockSize)
 		be.PutUint32(p[2:], uint32(e.BlockSize))
 		be.PutUint32(p[6:], uint32(max(e.BlockSize, 4096)))
 		be.PutUint32(p[10:], MaxPayload)
-		if err := optReply(w, opt, repInfo, p[:14]); err != nil {
+		if err := optReply(w, opt, nbdproto.RepInfo, p[:14]); err != nil {
 			return false, err
 		}
-		if err := optReply(w, opt, repAck, nil); err != nil {
+		if err := optReply(w, opt, nbdproto.RepAck, nil); err != nil {
 			return false, err
 		}
-		if opt == optGo {
+		if opt == nbdproto.OptGo {
 			sess.export = e
 			return true, nil
 		}
 		return false, nil
-	case optStructuredRply:
+	case nbdproto.OptStructuredReply:
 		if len(data) != 0 {
-			return false, optReply(w, opt, repErrInvalid, []byte("NBD_OPT_STRUCTURED_REPLY takes no data"))
+			return false, optReply(w, opt, nbdproto.RepErrInvalid, []byte("NBD_OPT_STRUCTURED_REPLY takes no data"))
 		}
 		sess.structured = true
-		return false, optReply(w, opt, repAck, nil)
+		return false, optReply(w, opt, nbdproto.RepAck, nil)
 	}
 	// Unknown options (STARTTLS, meta contexts, extended headers, ...) are refused and
 	// negotiation goes on: the client falls back.
-	return false, optReply(w, opt, repErrUnsup, fmt.Appendf(nil, "option %d not supported by powercut", opt))
+	return false, optReply(w, opt, nbdproto.RepErrUnsup, fmt.Appendf(nil, "option %d not supported by powercut", opt))
 }
 
 // parseInfoRequest decodes NBD_OPT_INFO/GO data: u32 name length, name, u16 count, count × u16.
@@ -200,11 +199,8 @@ func parseInfoRequest(data []byte) (name string, infos []uint16, err error) {
 
 // optReply writes one option reply.
 func optReply(w *bufio.Writer, opt, typ uint32, data []byte) error {
-	var b [20]byte
-	be.PutUint64(b[0:], optReplyMagic)
-	be.PutUint32(b[8:], opt)
-	be.PutUint32(b[12:], typ)
-	be.PutUint32(b[16:], uint32(len(data)))
+	var b [nbdproto.OptReplyHeaderSize]byte
+	nbdproto.PutOptReplyHeader(b[:], opt, typ, uint32(len(data)))
 	if _, err := w.Write(b[:]); err != nil {
 		return fmt.Errorf("send option reply: %w", err)
 	}

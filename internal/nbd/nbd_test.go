@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/pclog"
 	"github.com/powercut/powercut/record"
 )
@@ -24,33 +25,33 @@ func TestCheckRequest(t *testing.T) {
 		length uint32
 		want   uint32
 	}{
-		{"read ok", 0, cmdRead, 0, 4096, 0},
-		{"read fua ignored", cmdFlagFUA, cmdRead, 0, 4096, 0},
-		{"write fua", cmdFlagFUA, cmdWrite, 512, 512, 0},
-		{"write last sector", 0, cmdWrite, size - 512, 512, 0},
-		{"write past end", 0, cmdWrite, size - 512, 1024, errNoSpc},
-		{"write huge offset", 0, cmdWrite, 1 << 63, 512, errNoSpc},
-		{"write offset wraps", 0, cmdWrite, ^uint64(0) - 100, 512, errNoSpc},
-		{"zeroes past end", 0, cmdWriteZeroes, size, 512, errNoSpc},
-		{"read past end", 0, cmdRead, size, 512, errInval},
-		{"trim past end", 0, cmdTrim, 0, size + 512, errInval},
-		{"cache past end", 0, cmdCache, size - 512, 1024, errInval},
-		{"misaligned offset", 0, cmdWrite, 100, 512, errInval},
-		{"misaligned length", 0, cmdTrim, 0, 100, errInval},
-		{"zero length", 0, cmdWrite, 0, 0, errInval},
-		{"read too long", 0, cmdRead, 0, MaxPayload + 512, errInval},
-		{"trim may be long", 0, cmdTrim, 0, size, 0},
-		{"unknown command", 0, 99, 0, 512, errInval},
-		{"block status not negotiated", 0, 7, 0, 512, errInval},
-		{"no_hole on write", cmdFlagNoHole, cmdWrite, 0, 512, errInval},
-		{"no_hole on zeroes", cmdFlagNoHole | cmdFlagFUA, cmdWriteZeroes, 0, 512, 0},
-		{"fast zero", cmdFlagFastZero, cmdWriteZeroes, 0, 512, 0},
-		{"fast zero on trim", cmdFlagFastZero, cmdTrim, 0, 512, errInval},
-		{"df not advertised", cmdFlagDF, cmdRead, 0, 512, errInval},
-		{"unknown flag", 1 << 9, cmdWrite, 0, 512, errInval},
-		{"flush", 0, cmdFlush, 0, 0, 0},
-		{"flush with fua", cmdFlagFUA, cmdFlush, 0, 0, 0},
-		{"flush with length", 0, cmdFlush, 0, 512, errInval},
+		{"read ok", 0, nbdproto.CmdRead, 0, 4096, 0},
+		{"read fua ignored", nbdproto.CmdFlagFUA, nbdproto.CmdRead, 0, 4096, 0},
+		{"write fua", nbdproto.CmdFlagFUA, nbdproto.CmdWrite, 512, 512, 0},
+		{"write last sector", 0, nbdproto.CmdWrite, size - 512, 512, 0},
+		{"write past end", 0, nbdproto.CmdWrite, size - 512, 1024, nbdproto.ErrNoSpc},
+		{"write huge offset", 0, nbdproto.CmdWrite, 1 << 63, 512, nbdproto.ErrNoSpc},
+		{"write offset wraps", 0, nbdproto.CmdWrite, ^uint64(0) - 100, 512, nbdproto.ErrNoSpc},
+		{"zeroes past end", 0, nbdproto.CmdWriteZeroes, size, 512, nbdproto.ErrNoSpc},
+		{"read past end", 0, nbdproto.CmdRead, size, 512, nbdproto.ErrInval},
+		{"trim past end", 0, nbdproto.CmdTrim, 0, size + 512, nbdproto.ErrInval},
+		{"cache past end", 0, nbdproto.CmdCache, size - 512, 1024, nbdproto.ErrInval},
+		{"misaligned offset", 0, nbdproto.CmdWrite, 100, 512, nbdproto.ErrInval},
+		{"misaligned length", 0, nbdproto.CmdTrim, 0, 100, nbdproto.ErrInval},
+		{"zero length", 0, nbdproto.CmdWrite, 0, 0, nbdproto.ErrInval},
+		{"read too long", 0, nbdproto.CmdRead, 0, MaxPayload + 512, nbdproto.ErrInval},
+		{"trim may be long", 0, nbdproto.CmdTrim, 0, size, 0},
+		{"unknown command", 0, 99, 0, 512, nbdproto.ErrInval},
+		{"block status not negotiated", 0, 7, 0, 512, nbdproto.ErrInval},
+		{"no_hole on write", nbdproto.CmdFlagNoHole, nbdproto.CmdWrite, 0, 512, nbdproto.ErrInval},
+		{"no_hole on zeroes", nbdproto.CmdFlagNoHole | nbdproto.CmdFlagFUA, nbdproto.CmdWriteZeroes, 0, 512, 0},
+		{"fast zero", nbdproto.CmdFlagFastZero, nbdproto.CmdWriteZeroes, 0, 512, 0},
+		{"fast zero on trim", nbdproto.CmdFlagFastZero, nbdproto.CmdTrim, 0, 512, nbdproto.ErrInval},
+		{"df not advertised", nbdproto.CmdFlagDF, nbdproto.CmdRead, 0, 512, nbdproto.ErrInval},
+		{"unknown flag", 1 << 9, nbdproto.CmdWrite, 0, 512, nbdproto.ErrInval},
+		{"flush", 0, nbdproto.CmdFlush, 0, 0, 0},
+		{"flush with fua", nbdproto.CmdFlagFUA, nbdproto.CmdFlush, 0, 0, 0},
+		{"flush with length", 0, nbdproto.CmdFlush, 0, 512, nbdproto.ErrInval},
 	}
 	for _, c := range cases {
 		got, msg := checkRequest(c.flags, c.typ, c.off, c.length, size, bs)
@@ -67,10 +68,10 @@ func TestParseInfoRequest(t *testing.T) {
 	d := binary.BigEndian.AppendUint32(nil, 3)
 	d = append(d, "abc"...)
 	d = binary.BigEndian.AppendUint16(d, 2)
-	d = binary.BigEndian.AppendUint16(d, infoName)
-	d = binary.BigEndian.AppendUint16(d, infoBlockSize)
+	d = binary.BigEndian.AppendUint16(d, nbdproto.InfoName)
+	d = binary.BigEndian.AppendUint16(d, nbdproto.InfoBlockSize)
 	name, infos, err := parseInfoRequest(d)
-	if err != nil || name != "abc" || len(infos) != 2 || infos[1] != infoBlockSize {
+	if err != nil || name != "abc" || len(infos) != 2 || infos[1] != nbdproto.InfoBlockSize {
 		t.Fatalf("got %q %v %v", name, infos, err)
 	}
 	for i := range len(d) {
@@ -102,25 +103,25 @@ func TestHandshakeOptions(t *testing.T) {
 	}
 	c.write([]byte{0, 0, 0, 1}) // fixed newstyle, with zeroes
 	c.option(42, []byte("junk"))
-	if typ, msg := c.optReply(t, 42); typ != repErrUnsup {
+	if typ, msg := c.optReply(t, 42); typ != nbdproto.RepErrUnsup {
 		t.Fatalf("unknown option answered %#x %s", typ, msg)
 	}
-	c.option(optStartTLS, nil)
-	if typ, _ := c.optReply(t, optStartTLS); typ != repErrUnsup {
+	c.option(nbdproto.OptStartTLS, nil)
+	if typ, _ := c.optReply(t, nbdproto.OptStartTLS); typ != nbdproto.RepErrUnsup {
 		t.Fatalf("STARTTLS answered %#x", typ)
 	}
-	c.option(optList, []byte("x"))
-	if typ, _ := c.optReply(t, optList); typ != repErrInvalid {
+	c.option(nbdproto.OptList, []byte("x"))
+	if typ, _ := c.optReply(t, nbdproto.OptList); typ != nbdproto.RepErrInvalid {
 		t.Fatalf("LIST with data answered %#x", typ)
 	}
-	c.option(optList, nil)
+	c.option(nbdproto.OptList, nil)
 	var names []string
 	for {
-		typ, data := c.optReply(t, optList)
-		if typ == repAck {
+		typ, data := c.optReply(t, nbdproto.OptList)
+		if typ == nbdproto.RepAck {
 			break
 		}
-		if typ != repServer {
+		if typ != nbdproto.RepServer {
 			t.Fatalf("LIST reply %#x", typ)
 		}
 		n := binary.BigEndian.Uint32(data)
@@ -133,29 +134,29 @@ func TestHandshakeOptions(t *testing.T) {
 		d := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
 		return binary.BigEndian.AppendUint16(append(d, name...), 0)
 	}
-	c.option(optInfo, info("nope"))
-	if typ, _ := c.optReply(t, optInfo); typ != repErrUnknown {
+	c.option(nbdproto.OptInfo, info("nope"))
+	if typ, _ := c.optReply(t, nbdproto.OptInfo); typ != nbdproto.RepErrUnknown {
 		t.Fatalf("INFO on unknown export answered %#x", typ)
 	}
-	c.option(optInfo, []byte{0, 0, 0, 9, 'x'})
-	if typ, _ := c.optReply(t, optInfo); typ != repErrInvalid {
+	c.option(nbdproto.OptInfo, []byte{0, 0, 0, 9, 'x'})
+	if typ, _ := c.optReply(t, nbdproto.OptInfo); typ != nbdproto.RepErrInvalid {
 		t.Fatalf("malformed INFO answered %#x", typ)
 	}
-	c.option(optInfo, info("b"))
+	c.option(nbdproto.OptInfo, info("b"))
 	var size uint64
 	var gotName string
 	for {
-		typ, data := c.optReply(t, optInfo)
-		if typ == repAck {
+		typ, data := c.optReply(t, nbdproto.OptInfo)
+		if typ == nbdproto.RepAck {
 			break
 		}
 		switch binary.BigEndian.Uint16(data) {
-		case infoExport:
+		case nbdproto.InfoExport:
 			size = binary.BigEndian.Uint64(data[2:])
-			if f := binary.BigEndian.Uint16(data[10:]); f != tfHasFlags|tfSendFlush|tfSendFUA|tfSendTrim|tfSendZeroes|tfSendFastZero|tfSendCache|tfCanMultiConn {
+			if f := binary.BigEndian.Uint16(data[10:]); f != nbdproto.TFlagHasFlags|nbdproto.TFlagSendFlush|nbdproto.TFlagSendFUA|nbdproto.TFlagSendTrim|nbdproto.TFlagSendZeroes|nbdproto.TFlagSendFastZero|nbdproto.TFlagSendCache|nbdproto.TFlagCanMultiConn {
 				t.Errorf("transmission flags %#x", f)
 			}
-		case infoName:
+		case nbdproto.InfoName:
 			gotName = string(data[2:])
 		}
 	}
@@ -163,7 +164,7 @@ func TestHandshakeOptions(t *testing.T) {
 		t.Fatalf("INFO b: size %d name %q", size, gotName)
 	}
 	// EXPORT_NAME without NO_ZEROES: size, flags and 124 zero bytes.
-	c.option(optExportName, []byte("a"))
+	c.option(nbdproto.OptExportName, []byte("a"))
 	var r [134]byte
 	if _, err := io.ReadFull(c.r, r[:]); err != nil {
 		t.Fatal(err)
@@ -173,7 +174,7 @@ func TestHandshakeOptions(t *testing.T) {
 	}
 	// Transmission works after EXPORT_NAME.
 	c.readLen = map[uint64]uint32{}
-	if rep := c.do(t, cmdRead, 0, 0, 512, nil); rep.errno != 0 || len(rep.data) != 512 {
+	if rep := c.do(t, nbdproto.CmdRead, 0, 0, 512, nil); rep.errno != 0 || len(rep.data) != 512 {
 		t.Fatalf("read after EXPORT_NAME: %+v", rep)
 	}
 }
@@ -190,8 +191,8 @@ func TestHandshakeAbortAndBadFlags(t *testing.T) {
 	c := &rawClient{c: nc, r: newReader(nc)}
 	io.ReadFull(c.r, make([]byte, 18))
 	c.write([]byte{0, 0, 0, 3})
-	c.option(optAbort, nil)
-	if typ, _ := c.optReply(t, optAbort); typ != repAck {
+	c.option(nbdproto.OptAbort, nil)
+	if typ, _ := c.optReply(t, nbdproto.OptAbort); typ != nbdproto.RepAck {
 		t.Fatalf("ABORT answered %#x", typ)
 	}
 	if _, err := c.r.ReadByte(); err != io.EOF {
@@ -236,40 +237,40 @@ func TestBadRequests(t *testing.T) {
 				payload    []byte
 				want       uint32
 			}{
-				{cmdWrite, 0, 1 << 20, 4096, data, errNoSpc},
-				{cmdWriteZeroes, 0, 1<<20 - 4096, 8192, nil, errNoSpc},
-				{cmdRead, 0, 1 << 20, 4096, nil, errInval},
-				{cmdTrim, 0, 1 << 20, 4096, nil, errInval},
-				{cmdCache, 0, 1<<20 - 4096, 8192, nil, errInval},
-				{cmdWrite, 0, 512, 4096, data, errInval},
-				{cmdRead, 0, 0, 512, nil, errInval},
-				{cmdTrim, 0, 4096, 100, nil, errInval},
-				{cmdWrite, 1 << 7, 0, 4096, data, errInval},
-				{cmdRead, cmdFlagDF, 0, 4096, nil, errInval},
-				{200, 0, 0, 4096, nil, errInval},
-				{cmdRead, 0, 0, MaxPayload + 4096, nil, errInval},
-				{cmdWrite, 0, 0, 0, nil, errInval},
+				{nbdproto.CmdWrite, 0, 1 << 20, 4096, data, nbdproto.ErrNoSpc},
+				{nbdproto.CmdWriteZeroes, 0, 1<<20 - 4096, 8192, nil, nbdproto.ErrNoSpc},
+				{nbdproto.CmdRead, 0, 1 << 20, 4096, nil, nbdproto.ErrInval},
+				{nbdproto.CmdTrim, 0, 1 << 20, 4096, nil, nbdproto.ErrInval},
+				{nbdproto.CmdCache, 0, 1<<20 - 4096, 8192, nil, nbdproto.ErrInval},
+				{nbdproto.CmdWrite, 0, 512, 4096, data, nbdproto.ErrInval},
+				{nbdproto.CmdRead, 0, 0, 512, nil, nbdproto.ErrInval},
+				{nbdproto.CmdTrim, 0, 4096, 100, nil, nbdproto.ErrInval},
+				{nbdproto.CmdWrite, 1 << 7, 0, 4096, data, nbdproto.ErrInval},
+				{nbdproto.CmdRead, nbdproto.CmdFlagDF, 0, 4096, nil, nbdproto.ErrInval},
+				{200, 0, 0, 4096, nil, nbdproto.ErrInval},
+				{nbdproto.CmdRead, 0, 0, MaxPayload + 4096, nil, nbdproto.ErrInval},
+				{nbdproto.CmdWrite, 0, 0, 0, nil, nbdproto.ErrInval},
 			}
 			for _, b := range bad {
 				rep := c.do(t, b.typ, b.flags, b.off, b.length, b.payload)
 				if rep.errno != b.want {
-					t.Errorf("%s flags %#x [%d,+%d): errno %d, want %d", cmdName(b.typ), b.flags, b.off, b.length, rep.errno, b.want)
+					t.Errorf("%s flags %#x [%d,+%d): errno %d, want %d", nbdproto.CmdName(b.typ), b.flags, b.off, b.length, rep.errno, b.want)
 				}
 				if structured && rep.msg == "" {
-					t.Errorf("%s: structured error without message", cmdName(b.typ))
+					t.Errorf("%s: structured error without message", nbdproto.CmdName(b.typ))
 				}
 				// Still serving: a good write and read-back.
-				if rep := c.do(t, cmdWrite, 0, 8192, 4096, data); rep.errno != 0 {
+				if rep := c.do(t, nbdproto.CmdWrite, 0, 8192, 4096, data); rep.errno != 0 {
 					t.Fatalf("write after bad request: errno %d", rep.errno)
 				}
 			}
-			if rep := c.do(t, cmdRead, 0, 8192, 4096, nil); rep.errno != 0 || !bytes.Equal(rep.data, data) {
+			if rep := c.do(t, nbdproto.CmdRead, 0, 8192, 4096, nil); rep.errno != 0 || !bytes.Equal(rep.data, data) {
 				t.Fatalf("read back: errno %d", rep.errno)
 			}
 			// An oversized WRITE cannot be skipped: EINVAL, then the server hangs up.
-			c.send(cmdWrite, 0, 5, 0, MaxPayload+4096, nil)
+			c.send(nbdproto.CmdWrite, 0, 5, 0, MaxPayload+4096, nil)
 			rep, err := c.recv()
-			if err != nil || rep.errno != errInval || rep.cookie != 5 {
+			if err != nil || rep.errno != nbdproto.ErrInval || rep.cookie != 5 {
 				t.Fatalf("oversized write: %+v %v", rep, err)
 			}
 			if _, err := c.recv(); err == nil {
@@ -277,7 +278,7 @@ func TestBadRequests(t *testing.T) {
 			}
 			// Bad magic: hard disconnect, and the server survives it.
 			c2 := dialRaw(t, addr, "", structured)
-			c2.write(make([]byte, requestSize))
+			c2.write(make([]byte, nbdproto.RequestSize))
 			if _, err := c2.recv(); err == nil {
 				t.Fatal("reply to a request with a bad magic")
 			}
@@ -310,7 +311,7 @@ func TestOutOfOrderAndFlushAcrossConnections(t *testing.T) {
 	const n = 200
 	for i := range n {
 		p := bytes.Repeat([]byte{byte(i)}, 4096)
-		a.send(cmdWrite, 0, uint64(i), uint64(i)*4096, 4096, p)
+		a.send(nbdproto.CmdWrite, 0, uint64(i), uint64(i)*4096, 4096, p)
 	}
 	seen := map[uint64]bool{}
 	for range n {
@@ -320,11 +321,11 @@ func TestOutOfOrderAndFlushAcrossConnections(t *testing.T) {
 		}
 		seen[rep.cookie] = true
 	}
-	if rep := b.do(t, cmdFlush, 0, 0, 0, nil); rep.errno != 0 {
+	if rep := b.do(t, nbdproto.CmdFlush, 0, 0, 0, nil); rep.errno != 0 {
 		t.Fatalf("flush errno %d", rep.errno)
 	}
 	for i := range n {
-		a.send(cmdRead, 0, uint64(i), uint64(i)*4096, 4096, nil)
+		a.send(nbdproto.CmdRead, 0, uint64(i), uint64(i)*4096, 4096, nil)
 	}
 	for range n {
 		rep, err := a.recv()
@@ -360,7 +361,7 @@ func TestFailAfter(t *testing.T) {
 	c := dialRaw(t, addr, "", true)
 	p := make([]byte, 512)
 	for i := range 3 {
-		if rep := c.do(t, cmdWrite, cmdFlagFUA, uint64(i)*512, 512, p); rep.errno != 0 {
+		if rep := c.do(t, nbdproto.CmdWrite, nbdproto.CmdFlagFUA, uint64(i)*512, 512, p); rep.errno != 0 {
 			t.Fatalf("write %d before the trigger: errno %d", i, rep.errno)
 		}
 	}
@@ -368,9 +369,9 @@ func TestFailAfter(t *testing.T) {
 		typ    uint16
 		length uint32
 		p      []byte
-	}{{cmdWrite, 512, p}, {cmdFlush, 0, nil}, {cmdRead, 512, nil}, {cmdTrim, 512, nil}, {cmdWriteZeroes, 512, nil}} {
-		if rep := c.do(t, r.typ, 0, 0, r.length, r.p); rep.errno != errIO {
-			t.Errorf("%s after the trigger: errno %d, want EIO", cmdName(r.typ), rep.errno)
+	}{{nbdproto.CmdWrite, 512, p}, {nbdproto.CmdFlush, 0, nil}, {nbdproto.CmdRead, 512, nil}, {nbdproto.CmdTrim, 512, nil}, {nbdproto.CmdWriteZeroes, 512, nil}} {
+		if rep := c.do(t, r.typ, 0, 0, r.length, r.p); rep.errno != nbdproto.ErrIO {
+			t.Errorf("%s after the trigger: errno %d, want EIO", nbdproto.CmdName(r.typ), rep.errno)
 		}
 	}
 	stop()
@@ -396,17 +397,17 @@ func TestStoreErrorsMapToErrno(t *testing.T) {
 	for _, c := range []struct {
 		err  error
 		want uint32
-	}{{syscall.ENOSPC, errNoSpc}, {syscall.EIO, errIO}, {errors.New("boom"), errIO}} {
+	}{{syscall.ENOSPC, nbdproto.ErrNoSpc}, {syscall.EIO, nbdproto.ErrIO}, {errors.New("boom"), nbdproto.ErrIO}} {
 		exp := &Export{Size: 1 << 20, BlockSize: 512, Store: failingStore{record.NewMemStore(1 << 20), c.err}}
 		addr, _ := serveTCP(t, exp)
 		cl := dialRaw(t, addr, "", false)
-		if rep := cl.do(t, cmdWrite, 0, 0, 512, make([]byte, 512)); rep.errno != c.want {
+		if rep := cl.do(t, nbdproto.CmdWrite, 0, 0, 512, make([]byte, 512)); rep.errno != c.want {
 			t.Errorf("store error %v: errno %d, want %d", c.err, rep.errno, c.want)
 		}
-		if rep := cl.do(t, cmdWriteZeroes, cmdFlagFastZero, 0, 512, nil); rep.errno != errNotSup {
+		if rep := cl.do(t, nbdproto.CmdWriteZeroes, nbdproto.CmdFlagFastZero, 0, 512, nil); rep.errno != nbdproto.ErrNotSup {
 			t.Errorf("fast zero on a slow store: errno %d, want ENOTSUP", rep.errno)
 		}
-		if rep := cl.do(t, cmdFlush, 0, 0, 0, nil); rep.errno != 0 {
+		if rep := cl.do(t, nbdproto.CmdFlush, 0, 0, 0, nil); rep.errno != 0 {
 			t.Errorf("flush: errno %d", rep.errno)
 		}
 	}
@@ -417,9 +418,9 @@ func TestSeveralExportsOneRecording(t *testing.T) {
 	addr, stop := serveTCP(t, exps...)
 	c0 := dialRaw(t, addr, "d0", false)
 	c1 := dialRaw(t, addr, "d1", false)
-	c0.do(t, cmdWrite, 0, 0, 512, make([]byte, 512))
-	c1.do(t, cmdFlush, 0, 0, 0, nil)
-	c1.do(t, cmdTrim, cmdFlagFUA, 512, 1024, nil)
+	c0.do(t, nbdproto.CmdWrite, 0, 0, 512, make([]byte, 512))
+	c1.do(t, nbdproto.CmdFlush, 0, 0, 0, nil)
+	c1.do(t, nbdproto.CmdTrim, nbdproto.CmdFlagFUA, 512, 1024, nil)
 	stop()
 	l, err := pclog.Open(path)
 	if err != nil {

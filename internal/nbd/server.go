@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/record"
 )
 
@@ -37,7 +38,7 @@ func RecordedExport(name, description string, dev *record.Device) *Export {
 }
 
 func (e *Export) transmissionFlags() uint16 {
-	return tfHasFlags | tfSendFlush | tfSendFUA | tfSendTrim | tfSendZeroes | tfSendFastZero | tfSendCache | tfCanMultiConn
+	return nbdproto.TFlagHasFlags | nbdproto.TFlagSendFlush | nbdproto.TFlagSendFUA | nbdproto.TFlagSendTrim | nbdproto.TFlagSendZeroes | nbdproto.TFlagSendFastZero | nbdproto.TFlagSendCache | nbdproto.TFlagCanMultiConn
 }
 
 // stopped reports whether the export's recording hit its power-cut trigger.

@@ -19,48 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-const (
-	nbdMagic      = 0x4e42444d41474943
-	ihaveOpt      = 0x49484156454F5054
-	oldstyleMagic = 0x00420281861253
-	optReplyMagic = 0x3e889045565a9
-	requestMagic  = 0x25609513
-	simpleReply   = 0x67446698
-	structReply   = 0x668e33ef
-
-	flagFixedNewstyle = 1
-	flagNoZeroes      = 2
-
-	optExportName = 1
-	optAbort      = 2
-	optGo         = 7
-
-	repAck      = 1
-	repInfo     = 3
-	repErrUnsup = 1<<31 + 1
-
-	infoExport    = 0
-	infoBlockSize = 3
-
-	// Transmission flags.
-	TFlagHasFlags    = 1 << 0
-	TFlagReadOnly    = 1 << 1
-	TFlagSendFlush   = 1 << 2
-	TFlagSendFUA     = 1 << 3
-	TFlagSendTrim    = 1 << 5
-	TFlagSendZeroes  = 1 << 6
-	TFlagCanMultiCon = 1 << 8
-
-	cmdRead   = 0
-	cmdWrite  = 1
-	cmdDisc   = 2
-	cmdFlush  = 3
-	cmdTrim   = 4
-	cmdZeroes = 6
-
-	cmdFlagFUA = 1
+	"github.com/powercut/powercut/internal/nbdproto"
 )
 
 // DefaultPort is the IANA NBD port.
@@ -74,10 +34,8 @@ type Error struct {
 	Errno uint32
 }
 
-var errnoNames = map[uint32]string{1: "EPERM", 5: "EIO", 12: "ENOMEM", 22: "EINVAL", 28: "ENOSPC", 75: "EOVERFLOW", 95: "ENOTSUP", 108: "ESHUTDOWN"}
-
 func (e *Error) Error() string {
-	n := errnoNames[e.Errno]
+	n := nbdproto.ErrnoName(e.Errno)
 	if n == "" {
 		n = fmt.Sprintf("errno %d", e.Errno)
 	}
@@ -161,28 +119,28 @@ func Dial(network, addr, export string) (*Client, error) {
 }
 
 func (c *Client) handshake() error {
-	var b [18]byte
+	var b [nbdproto.GreetingSize]byte
 	if _, err := io.ReadFull(c.conn, b[:]); err != nil {
 		return fmt.Errorf("read greeting: %w", err)
 	}
-	if m := binary.BigEndian.Uint64(b[0:]); m != nbdMagic {
+	if m := binary.BigEndian.Uint64(b[0:]); m != nbdproto.NBDMagic {
 		return fmt.Errorf("not an NBD server (magic %#x)", m)
 	}
 	switch m := binary.BigEndian.Uint64(b[8:]); m {
-	case ihaveOpt:
-	case oldstyleMagic:
+	case nbdproto.IHaveOpt:
+	case nbdproto.OldstyleMagic:
 		return errors.New("server speaks the oldstyle protocol, which this client does not support")
 	default:
 		return fmt.Errorf("unexpected greeting magic %#x", m)
 	}
 	sflags := binary.BigEndian.Uint16(b[16:])
-	if sflags&flagFixedNewstyle == 0 {
+	if sflags&nbdproto.FlagFixedNewstyle == 0 {
 		return errors.New("server does not offer the fixed newstyle handshake")
 	}
-	cflags := uint32(flagFixedNewstyle)
-	noZeroes := sflags&flagNoZeroes != 0
+	cflags := uint32(nbdproto.FlagFixedNewstyle)
+	noZeroes := sflags&nbdproto.FlagNoZeroes != 0
 	if noZeroes {
-		cflags |= flagNoZeroes
+		cflags |= nbdproto.FlagNoZeroes
 	}
 	if err := binary.Write(c.conn, binary.BigEndian, cflags); err != nil {
 		return err
@@ -191,44 +149,44 @@ func (c *Client) handshake() error {
 	data := binary.BigEndian.AppendUint32(nil, uint32(len(c.export)))
 	data = append(data, c.export...)
 	data = binary.BigEndian.AppendUint16(data, 1)
-	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
-	if err := c.sendOpt(optGo, data); err != nil {
+	data = binary.BigEndian.AppendUint16(data, nbdproto.InfoBlockSize)
+	if err := c.sendOpt(nbdproto.OptGo, data); err != nil {
 		return err
 	}
 	gotExport := false
 	for {
-		typ, rep, err := c.readOptReply(optGo)
+		typ, rep, err := c.readOptReply(nbdproto.OptGo)
 		if err != nil {
 			return err
 		}
 		switch {
-		case typ == repAck:
+		case typ == nbdproto.RepAck:
 			if !gotExport {
 				return errors.New("server acknowledged NBD_OPT_GO without NBD_INFO_EXPORT")
 			}
 			return nil
-		case typ == repInfo:
+		case typ == nbdproto.RepInfo:
 			if len(rep) < 2 {
 				return errors.New("short NBD_REP_INFO")
 			}
 			switch binary.BigEndian.Uint16(rep) {
-			case infoExport:
+			case nbdproto.InfoExport:
 				if len(rep) < 12 {
 					return errors.New("short NBD_INFO_EXPORT")
 				}
 				c.size = int64(binary.BigEndian.Uint64(rep[2:]))
 				c.tflags = binary.BigEndian.Uint16(rep[10:])
 				gotExport = true
-			case infoBlockSize:
+			case nbdproto.InfoBlockSize:
 				if len(rep) >= 14 {
 					c.MinBlock = binary.BigEndian.Uint32(rep[2:])
 					c.PrefBlock = binary.BigEndian.Uint32(rep[6:])
 					c.MaxBlock = binary.BigEndian.Uint32(rep[10:])
 				}
 			}
-		case typ == repErrUnsup:
+		case typ == nbdproto.RepErrUnsup:
 			return c.exportName(noZeroes)
-		case typ&(1<<31) != 0:
+		case typ&nbdproto.RepFlagError != 0:
 			return fmt.Errorf("server refused export %q: error %#x %s", c.export, typ, strings.TrimSpace(string(rep)))
 		}
 	}
@@ -236,7 +194,7 @@ func (c *Client) handshake() error {
 
 // exportName is the pre-GO way to select an export (no error reporting: the server just closes).
 func (c *Client) exportName(noZeroes bool) error {
-	if err := c.sendOpt(optExportName, []byte(c.export)); err != nil {
+	if err := c.sendOpt(nbdproto.OptExportName, []byte(c.export)); err != nil {
 		return err
 	}
 	n := 10
@@ -253,26 +211,22 @@ func (c *Client) exportName(noZeroes bool) error {
 }
 
 func (c *Client) sendOpt(opt uint32, data []byte) error {
-	b := binary.BigEndian.AppendUint64(nil, ihaveOpt)
-	b = binary.BigEndian.AppendUint32(b, opt)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-	b = append(b, data...)
-	_, err := c.conn.Write(b)
+	_, err := c.conn.Write(nbdproto.AppendOption(nil, opt, data))
 	return err
 }
 
 func (c *Client) readOptReply(opt uint32) (uint32, []byte, error) {
-	var h [20]byte
+	var h [nbdproto.OptReplyHeaderSize]byte
 	if _, err := io.ReadFull(c.conn, h[:]); err != nil {
 		return 0, nil, fmt.Errorf("read option reply: %w", err)
 	}
-	if m := binary.BigEndian.Uint64(h[0:]); m != optReplyMagic {
-		return 0, nil, fmt.Errorf("bad option reply magic %#x", m)
+	o, typ, n, err := nbdproto.ParseOptReplyHeader(h[:])
+	if err != nil {
+		return 0, nil, err
 	}
-	if o := binary.BigEndian.Uint32(h[8:]); o != opt {
+	if o != opt {
 		return 0, nil, fmt.Errorf("option reply for option %d, expected %d", o, opt)
 	}
-	typ, n := binary.BigEndian.Uint32(h[12:]), binary.BigEndian.Uint32(h[16:])
 	if n > 1<<20 {
 		return 0, nil, fmt.Errorf("option reply of %d bytes", n)
 	}
@@ -295,22 +249,22 @@ func (c *Client) Flags() uint16 { return c.tflags }
 func (c *Client) readLoop() {
 	defer close(c.done)
 	br := bufio.NewReaderSize(c.conn, 256<<10)
-	var h [16]byte
+	var h [nbdproto.SimpleReplySize]byte
 	for {
 		if _, err := io.ReadFull(br, h[:]); err != nil {
 			c.fail(fmt.Errorf("nbd connection: read reply: %w", err))
 			return
 		}
 		magic := binary.BigEndian.Uint32(h[0:])
-		if magic != simpleReply {
-			if magic == structReply {
+		if magic != nbdproto.SimpleReplyMagic {
+			if magic == nbdproto.StructuredReplyMagic {
 				c.fail(errors.New("nbd connection: server sent a structured reply, which was not negotiated"))
 			} else {
 				c.fail(fmt.Errorf("nbd connection: bad reply magic %#x", magic))
 			}
 			return
 		}
-		errno, cookie := binary.BigEndian.Uint32(h[4:]), binary.BigEndian.Uint64(h[8:])
+		errno, cookie := nbdproto.ParseSimpleReply(h[:])
 		c.mu.Lock()
 		cl := c.pending[cookie]
 		delete(c.pending, cookie)
@@ -356,7 +310,7 @@ func (c *Client) do(op string, typ, flags uint16, off int64, n int, payload, dst
 	if off < 0 || off+int64(n) > c.size {
 		return fmt.Errorf("nbd %s [%d,+%d): outside the %d-byte export", op, off, n, c.size)
 	}
-	if c.MaxBlock != 0 && (typ == cmdRead || typ == cmdWrite) && uint32(n) > c.MaxBlock {
+	if c.MaxBlock != 0 && (typ == nbdproto.CmdRead || typ == nbdproto.CmdWrite) && uint32(n) > c.MaxBlock {
 		return fmt.Errorf("nbd %s of %d bytes exceeds the server's maximum block size %d", op, n, c.MaxBlock)
 	}
 	cl := &call{op: op, off: off, n: n, buf: dst, errc: make(chan error, 1)}
@@ -371,13 +325,8 @@ func (c *Client) do(op string, typ, flags uint16, off int64, n int, payload, dst
 	c.pending[cookie] = cl
 	c.mu.Unlock()
 
-	var h [28]byte
-	binary.BigEndian.PutUint32(h[0:], requestMagic)
-	binary.BigEndian.PutUint16(h[4:], flags)
-	binary.BigEndian.PutUint16(h[6:], typ)
-	binary.BigEndian.PutUint64(h[8:], cookie)
-	binary.BigEndian.PutUint64(h[16:], uint64(off))
-	binary.BigEndian.PutUint32(h[24:], uint32(n))
+	var h [nbdproto.RequestSize]byte
+	nbdproto.PutRequest(h[:], nbdproto.Request{Flags: flags, Type: typ, Cookie: cookie, Offset: uint64(off), Length: uint32(n)})
 	c.wmu.Lock()
 	_, err := c.bw.Write(h[:])
 	if err == nil && payload != nil {
@@ -395,7 +344,7 @@ func (c *Client) do(op string, typ, flags uint16, off int64, n int, payload, dst
 
 // ReadAt reads len(p) bytes at off.
 func (c *Client) ReadAt(p []byte, off int64) (int, error) {
-	if err := c.do("READ", cmdRead, 0, off, len(p), nil, p); err != nil {
+	if err := c.do("READ", nbdproto.CmdRead, 0, off, len(p), nil, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -403,10 +352,10 @@ func (c *Client) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt writes p at off (not durable until Flush).
 func (c *Client) WriteAt(p []byte, off int64) (int, error) {
-	if c.tflags&TFlagReadOnly != 0 {
+	if c.tflags&nbdproto.TFlagReadOnly != 0 {
 		return 0, fmt.Errorf("nbd WRITE [%d,+%d): export is read-only", off, len(p))
 	}
-	if err := c.do("WRITE", cmdWrite, 0, off, len(p), p, nil); err != nil {
+	if err := c.do("WRITE", nbdproto.CmdWrite, 0, off, len(p), p, nil); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -414,35 +363,35 @@ func (c *Client) WriteAt(p []byte, off int64) (int, error) {
 
 // WriteFUA writes p at off with the FUA flag (durable when it returns).
 func (c *Client) WriteFUA(p []byte, off int64) error {
-	if c.tflags&TFlagSendFUA == 0 {
+	if c.tflags&nbdproto.TFlagSendFUA == 0 {
 		return fmt.Errorf("nbd WRITE+FUA: %w", ErrUnsupported)
 	}
-	return c.do("WRITE", cmdWrite, cmdFlagFUA, off, len(p), p, nil)
+	return c.do("WRITE", nbdproto.CmdWrite, nbdproto.CmdFlagFUA, off, len(p), p, nil)
 }
 
 // Flush asks the server to persist every write it replied to before it processes the flush.
 func (c *Client) Flush() error {
-	if c.tflags&TFlagSendFlush == 0 {
+	if c.tflags&nbdproto.TFlagSendFlush == 0 {
 		return fmt.Errorf("nbd FLUSH: %w", ErrUnsupported)
 	}
-	return c.do("FLUSH", cmdFlush, 0, 0, 0, nil, nil)
+	return c.do("FLUSH", nbdproto.CmdFlush, 0, 0, 0, nil, nil)
 }
 
 // Trim discards [off, off+n).
 func (c *Client) Trim(off, n int64) error {
-	if c.tflags&TFlagSendTrim == 0 {
+	if c.tflags&nbdproto.TFlagSendTrim == 0 {
 		return fmt.Errorf("nbd TRIM: %w", ErrUnsupported)
 	}
-	return c.do("TRIM", cmdTrim, 0, off, int(n), nil, nil)
+	return c.do("TRIM", nbdproto.CmdTrim, 0, off, int(n), nil, nil)
 }
 
 // WriteZeroes zeroes [off, off+n); when the export lacks WRITE_ZEROES it writes zero buffers.
 func (c *Client) WriteZeroes(off, n int64) error {
-	if c.tflags&TFlagSendZeroes == 0 {
+	if c.tflags&nbdproto.TFlagSendZeroes == 0 {
 		_, err := c.WriteAt(make([]byte, n), off)
 		return err
 	}
-	return c.do("WRITE_ZEROES", cmdZeroes, 0, off, int(n), nil, nil)
+	return c.do("WRITE_ZEROES", nbdproto.CmdWriteZeroes, 0, off, int(n), nil, nil)
 }
 
 // Close sends NBD_CMD_DISC and closes the connection.
@@ -456,9 +405,8 @@ func (c *Client) Close() error {
 	dead := c.err != nil
 	c.mu.Unlock()
 	if !dead {
-		var h [28]byte
-		binary.BigEndian.PutUint32(h[0:], requestMagic)
-		binary.BigEndian.PutUint16(h[6:], cmdDisc)
+		var h [nbdproto.RequestSize]byte
+		nbdproto.PutRequest(h[:], nbdproto.Request{Type: nbdproto.CmdDisc})
 		c.wmu.Lock()
 		c.bw.Write(h[:])
 		c.bw.Flush()
