@@ -218,19 +218,21 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	genErr := func() error {
 		seen := map[string]int{} // dedup key -> seq
 		seq := 0
+		walk := h.Walk(opts.Model, opts.Discard)
+		keys := hs.newLayerKeys()
 		for pi, p := range pts {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			e := h.Epoch(opts.Model, opts.Discard, p)
-			lk, err := hs.layerKey(e)
+			e := walk.Epoch(p)
+			lk, err := keys.next(e)
 			if err != nil {
 				return err
 			}
 			var serr error
 			trunc, err := e.States(model.EnumOptions{Strategy: strat, K: opts.K, Max: opts.States, Seed: opts.Seed}, func(st *model.State) bool {
 				rep.States++
-				ext, err := e.Image(st)
+				ext, err := e.Overlay(st)
 				if err != nil {
 					serr = err
 					return false
@@ -295,7 +297,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	return rep, nil
 }
 
-func images(src *Source, h *model.History, ext map[uint16]model.Extents) map[uint16]*image.Image {
+func images(src *Source, h *model.History, ext map[uint16]*model.Overlay) map[uint16]*image.Image {
 	out := make(map[uint16]*image.Image, len(h.DevSize))
 	for dev, size := range h.DevSize {
 		out[dev] = image.New(size, src.Bases[dev], image.LogSource{Log: src.Log}, ext[dev])
@@ -313,7 +315,7 @@ func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidat
 	if err != nil {
 		return nil, nil, err
 	}
-	ext, err := e.Image(st)
+	ext, err := e.Overlay(st)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -337,7 +339,7 @@ func PrefixToMark(src Source, name string) (map[uint16]*image.Image, error) {
 	for _, p := range h.Points(model.Prefix) {
 		if p.T == t {
 			e := h.Epoch(model.Prefix, model.DiscardZero, p)
-			ext, err := e.Image(&model.State{Model: model.Prefix, Policy: model.DiscardZero, Point: p.Index})
+			ext, err := e.Overlay(&model.State{Model: model.Prefix, Policy: model.DiscardZero, Point: p.Index})
 			if err != nil {
 				return nil, err
 			}

@@ -81,9 +81,10 @@ func BenchmarkFixtureFlushPowercut(b *testing.B) {
 	buf := make([]byte, 1<<20)
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
+		walk := h.Walk(model.Flush, model.DiscardZero)
 		for _, p := range pts {
-			e := h.Epoch(model.Flush, model.DiscardZero, p)
-			ext, err := e.Image(&model.State{Model: model.Flush, Policy: model.DiscardZero, Point: p.Index})
+			e := walk.Epoch(p)
+			ext, err := e.Overlay(&model.State{Model: model.Flush, Policy: model.DiscardZero, Point: p.Index})
 			if err != nil {
 				b.Fatal(err)
 			}

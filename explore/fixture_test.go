@@ -174,7 +174,7 @@ func TestFixtureOracleCatchesLostCommit(t *testing.T) {
 			trimmed.Ops[j].Len, trimmed.Ops[j].Off = 0, 0 // drop: paints nothing
 		}
 		e := trimmed.Epoch(model.Prefix, model.DiscardZero, p)
-		ext, err := e.Image(&model.State{Model: model.Prefix, Policy: model.DiscardZero, Point: p.Index})
+		ext, err := e.Overlay(&model.State{Model: model.Prefix, Policy: model.DiscardZero, Point: p.Index})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package explore
 
 import (
 	"encoding/binary"
-	"sort"
 	"sync"
 
 	"github.com/zeebo/xxh3"
@@ -35,6 +34,7 @@ type hasher struct {
 	h   *model.History
 	mu  sync.Mutex
 	pre map[int][]key128
+	buf []byte // data and base scratch, under mu
 }
 
 func newHasher(src *Source, h *model.History) *hasher {
@@ -53,8 +53,11 @@ func (hs *hasher) prefix(i int) ([]key128, error) {
 	n := o.Len / ss
 	p := make([]key128, n+1)
 	base := hs.src.Bases[o.Dev]
-	data := make([]byte, min(o.Len, hashChunk))
-	bbuf := make([]byte, len(data))
+	if len(hs.buf) < 2*hashChunk {
+		hs.buf = make([]byte, 2*hashChunk)
+	}
+	data := hs.buf[:min(o.Len, hashChunk)]
+	bbuf := hs.buf[hashChunk : hashChunk+len(data)]
 	zero := xxh3.Hash(make([]byte, ss))
 	for done := int64(0); done < o.Len; done += int64(len(data)) {
 		m := min(int64(len(data)), o.Len-done)
@@ -91,64 +94,80 @@ func (hs *hasher) prefix(i int) ([]key128, error) {
 }
 
 // rangeKey is the key share of bytes [a, b) of device dev under overlay x.
-func (hs *hasher) rangeKey(dev uint16, x model.Extents, a, b int64) (key128, error) {
+func (hs *hasher) rangeKey(dev uint16, x *model.Overlay, a, b int64) (key128, error) {
 	var k key128
 	ss := hs.h.SectorSize[dev]
 	for off := a; off < b; {
-		e, ok := x.Lookup(off)
-		if !ok {
-			// gap: base content, no share; skip to the next extent
-			next := b
-			if j := sort.Search(len(x), func(j int) bool { return x[j].Off > off }); j < len(x) {
-				next = min(next, x[j].Off)
+		e, ok, end := x.Segment(off)
+		end = min(end, b)
+		if ok {
+			op, first := e.Op, e.OpOff
+			if op == model.SrcZero {
+				op, first = e.ZeroOp, off-hs.h.Ops[e.ZeroOp].Off
 			}
-			off = next
-			continue
-		}
-		end := min(b, e.Off+e.Len)
-		op, first := e.Op, e.OpOff+(off-e.Off)
-		if op == model.SrcZero {
-			op, first = e.ZeroOp, off-hs.h.Ops[e.ZeroOp].Off
-		}
-		if op >= 0 {
-			p, err := hs.prefix(op)
-			if err != nil {
-				return k, err
+			if op >= 0 {
+				p, err := hs.prefix(op)
+				if err != nil {
+					return k, err
+				}
+				k = k.add(p[(first+end-off)/ss]).sub(p[first/ss])
 			}
-			k = k.add(p[(first+end-off)/ss]).sub(p[first/ss])
 		}
 		off = end
 	}
 	return k, nil
 }
 
-// layerKey is the key of the epoch's shared layer.
-func (hs *hasher) layerKey(e *model.Epoch) (key128, error) {
+// layerKeys follows the shared layer of a walk: each epoch's key is the previous one plus the
+// change over the ranges of the ops that settled at this crash point.
+type layerKeys struct {
+	hs   *hasher
+	prev map[uint16]*model.Overlay
+	key  key128
+}
+
+func (hs *hasher) newLayerKeys() *layerKeys {
+	return &layerKeys{hs: hs, prev: map[uint16]*model.Overlay{}}
+}
+
+// next returns the key of epoch e's shared layer.
+func (lk *layerKeys) next(e *model.Epoch) (key128, error) {
+	hs := lk.hs
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	var k key128
+	cur := map[uint16]*model.Overlay{}
 	for dev := range hs.h.SectorSize {
-		x := e.Layer(dev)
-		for _, ext := range x {
-			r, err := hs.rangeKey(dev, x, ext.Off, ext.Off+ext.Len)
+		cur[dev] = e.Layer(dev)
+	}
+	for dev, rs := range hs.ranges(e.Settled) {
+		for _, r := range rs {
+			after, err := hs.rangeKey(dev, cur[dev], r[0], r[1])
 			if err != nil {
-				return k, err
+				return lk.key, err
 			}
-			k = k.add(r)
+			var before key128
+			if p := lk.prev[dev]; p != nil {
+				if before, err = hs.rangeKey(dev, p, r[0], r[1]); err != nil {
+					return lk.key, err
+				}
+			}
+			lk.key = lk.key.add(after).sub(before)
 		}
 	}
-	return k, nil
+	lk.prev = cur
+	return lk.key, nil
 }
 
 // stateKey is the key of a state of e with overlay img, given the layer's key: the layer's key
 // with the ranges the state's own ops cover recomputed.
-func (hs *hasher) stateKey(e *model.Epoch, lk key128, img map[uint16]model.Extents) (key128, error) {
+func (hs *hasher) stateKey(e *model.Epoch, lk key128, img map[uint16]*model.Overlay) (key128, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	k := lk
-	for dev, rs := range hs.dirty(e) {
+	for dev, rs := range hs.ranges(e.Unsettled()) {
+		layer := e.Layer(dev)
 		for _, r := range rs {
-			before, err := hs.rangeKey(dev, e.Layer(dev), r[0], r[1])
+			before, err := hs.rangeKey(dev, layer, r[0], r[1])
 			if err != nil {
 				return k, err
 			}
@@ -162,10 +181,10 @@ func (hs *hasher) stateKey(e *model.Epoch, lk key128, img map[uint16]model.Exten
 	return k, nil
 }
 
-// dirty returns, per device, the merged byte ranges the epoch's per-state ops cover.
-func (hs *hasher) dirty(e *model.Epoch) map[uint16][][2]int64 {
+// ranges returns, per device, the merged byte ranges the given ops cover.
+func (hs *hasher) ranges(ops []int) map[uint16][][2]int64 {
 	out := map[uint16][][2]int64{}
-	for _, i := range e.Unsettled() {
+	for _, i := range ops {
 		o := &hs.h.Ops[i]
 		out[o.Dev] = append(out[o.Dev], [2]int64{o.Off, o.Off + o.Len})
 	}

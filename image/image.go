@@ -18,31 +18,29 @@ type DataSource interface {
 
 // Image is one device's crash image. It implements io.ReaderAt and is safe for concurrent reads.
 type Image struct {
-	size    int64
-	base    io.ReaderAt // nil: zeros
-	data    DataSource
-	extents model.Extents
+	size int64
+	base io.ReaderAt // nil: zeros
+	data DataSource
+	ov   *model.Overlay
 }
 
-// New returns the image of a device of size bytes: base (nil for zeros) overlaid with x.
-func New(size int64, base io.ReaderAt, data DataSource, x model.Extents) *Image {
-	return &Image{size: size, base: base, data: data, extents: x}
+// New returns the image of a device of size bytes: base (nil for zeros) overlaid with ov (nil:
+// nothing overlaid).
+func New(size int64, base io.ReaderAt, data DataSource, ov *model.Overlay) *Image {
+	if ov == nil {
+		ov = model.EmptyOverlay(size)
+	}
+	return &Image{size: size, base: base, data: data, ov: ov}
 }
 
 // Size is the device size in bytes.
 func (im *Image) Size() int64 { return im.size }
 
-// Extents returns the overlay.
-func (im *Image) Extents() model.Extents { return im.extents }
+// Extents returns the overlay as a flat extent list (cost: the whole overlay).
+func (im *Image) Extents() model.Extents { return im.ov.Extents() }
 
 // OverlayBytes is the number of bytes the overlay covers.
-func (im *Image) OverlayBytes() int64 {
-	var n int64
-	for _, e := range im.extents {
-		n += e.Len
-	}
-	return n
-}
+func (im *Image) OverlayBytes() int64 { return im.ov.Bytes() }
 
 // ReadAt implements io.ReaderAt.
 func (im *Image) ReadAt(p []byte, off int64) (int, error) {
@@ -59,31 +57,22 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	done := 0
 	for done < len(p) {
 		o := off + int64(done)
-		e, ok := im.extents.Lookup(o)
-		var n int
-		if ok {
-			n = int(min(int64(len(p)-done), e.Off+e.Len-o))
-			dst := p[done : done+n]
-			switch {
-			case e.Op == model.SrcZero:
-				clear(dst)
-			case e.Op >= 0:
-				if err := im.data.ReadData(e.Op, dst, e.OpOff+(o-e.Off)); err != nil {
-					return done, err
-				}
-			default:
-				if err := im.readBase(dst, o); err != nil {
-					return done, err
-				}
+		e, ok, end := im.ov.Segment(o)
+		n := int(min(int64(len(p)-done), end-o))
+		dst := p[done : done+n]
+		switch {
+		case !ok:
+			if err := im.readBase(dst, o); err != nil {
+				return done, err
 			}
-		} else {
-			// gap up to the next extent
-			next := im.size
-			if k := im.nextExtent(o); k < len(im.extents) {
-				next = im.extents[k].Off
+		case e.Op == model.SrcZero:
+			clear(dst)
+		case e.Op >= 0:
+			if err := im.data.ReadData(e.Op, dst, e.OpOff); err != nil {
+				return done, err
 			}
-			n = int(min(int64(len(p)-done), next-o))
-			if err := im.readBase(p[done:done+n], o); err != nil {
+		default:
+			if err := im.readBase(dst, o); err != nil {
 				return done, err
 			}
 		}
@@ -93,19 +82,6 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		return done, io.EOF
 	}
 	return done, nil
-}
-
-func (im *Image) nextExtent(off int64) int {
-	lo, hi := 0, len(im.extents)
-	for lo < hi {
-		m := (lo + hi) / 2
-		if im.extents[m].Off+im.extents[m].Len <= off {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return lo
 }
 
 func (im *Image) readBase(p []byte, off int64) error {
@@ -150,7 +126,7 @@ func (im *Image) WriteTo(w io.Writer) (int64, error) {
 // sparse zeros when there is no base): cost proportional to the overlay.
 func (im *Image) WriteOverlay(f io.WriterAt) error {
 	buf := make([]byte, 1<<20)
-	for _, e := range im.extents {
+	for _, e := range im.Extents() {
 		for done := int64(0); done < e.Len; {
 			n := min(int64(len(buf)), e.Len-done)
 			if _, err := im.ReadAt(buf[:n], e.Off+done); err != nil && err != io.EOF {

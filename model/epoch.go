@@ -16,9 +16,7 @@ type Epoch struct {
 	Policy DiscardPolicy
 	Point  Point
 
-	// Fixed ops landed whole in every state (durable for reorder/torn; completed for prefix-like).
-	Fixed []int
-	// Pending ops may or may not land (reorder/torn only), in completion order.
+	// Pending ops may or may not land (reorder, torn, coalesce), in completion order.
 	Pending []int
 	// Discards are discards whose effect is a choice (policy either), in completion order.
 	Discards []int
@@ -27,113 +25,38 @@ type Epoch struct {
 	Pairs [][2]int
 	// Carries lists, for coalesce, the later same-range writes whose content op i may carry.
 	Carries map[int][]int
+	// Settled are the ops that joined the shared layer at this crash point (since the previous
+	// epoch of the same walk), in the order they were painted.
+	Settled []int
 
 	pending   map[int]bool
 	discards  map[int]bool
 	pairIdx   map[[2]int]bool
 	unsettled []int // ops painted per state (fixed-but-affected and pending), completion order
-	layer     map[uint16]Extents
+	layer     map[uint16]*LayerSnap
+	cover     map[uint16]uint64
 }
 
-// Epoch analyses crash point p.
+// IsFixed reports whether op i landed whole in every state of this crash point (durable for
+// reorder, torn and coalesce; completed for prefix and flush).
+func (e *Epoch) IsFixed(i int) bool {
+	o := &e.H.Ops[i]
+	if !o.isData() || o.Submit >= e.Point.T || o.Complete >= e.Point.T {
+		return false
+	}
+	if o.Kind == pclog.KindDiscard && e.Policy == DiscardKeep {
+		return false
+	}
+	if e.M.prefixLike() {
+		return true
+	}
+	return o.fua() || o.Complete < e.cover[o.Dev]
+}
+
+// Epoch analyses crash point p on its own (a walk from the start of the log to p). To visit
+// many crash points in order, use Walk.
 func (h *History) Epoch(m Model, pol DiscardPolicy, p Point) *Epoch {
-	e := &Epoch{H: h, M: m, Policy: pol, Point: p, pending: map[int]bool{}, discards: map[int]bool{}, pairIdx: map[[2]int]bool{}}
-	t := p.T
-	covers := map[uint16]uint64{}
-	for dev := range h.SectorSize {
-		covers[dev] = h.cover(dev, t)
-	}
-	var rel []int // data ops that matter at t
-	for i := range h.Ops {
-		o := &h.Ops[i]
-		if !o.isData() || o.Submit >= t {
-			continue
-		}
-		if o.Kind == pclog.KindDiscard && pol == DiscardKeep {
-			continue // ignored by the device: transparent
-		}
-		if m.prefixLike() {
-			if o.Complete >= t {
-				continue
-			}
-			e.Fixed = append(e.Fixed, i)
-		} else if o.Complete < t && (o.fua() || o.Complete < covers[o.Dev]) {
-			e.Fixed = append(e.Fixed, i)
-		} else {
-			e.Pending = append(e.Pending, i)
-			e.pending[i] = true
-		}
-		rel = append(rel, i)
-		if o.Kind == pclog.KindDiscard && pol == DiscardEither {
-			e.Discards = append(e.Discards, i)
-			e.discards[i] = true
-		}
-	}
-	seed := map[int]bool{}
-	for _, i := range e.Pending {
-		seed[i] = true
-	}
-	for _, i := range e.Discards {
-		seed[i] = true
-	}
-	if m == Reorder || m == Torn {
-		for _, pr := range concurrentOverlaps(h, rel) {
-			e.Pairs = append(e.Pairs, pr)
-			e.pairIdx[pr] = true
-			seed[pr[0]], seed[pr[1]] = true, true
-		}
-	}
-	if m == Coalesce {
-		// A write not yet covered by a flush may carry the content of a later write to the
-		// same range issued before the crash point: the device persists the newest buffer.
-		e.Carries = map[int][]int{}
-		for _, i := range e.Pending {
-			oi := &h.Ops[i]
-			if oi.Kind != pclog.KindWrite {
-				continue
-			}
-			for j := i + 1; j < len(h.Ops); j++ {
-				oj := &h.Ops[j]
-				if oj.Kind == pclog.KindWrite && oj.Submit < t && oj.Dev == oi.Dev && oj.Off == oi.Off && oj.Len == oi.Len {
-					e.Carries[i] = append(e.Carries[i], j)
-					seed[i] = true
-				}
-			}
-		}
-	}
-	// Closure: a fixed op must be painted per state if some per-state op overlapping it is not
-	// guaranteed to come after it.
-	mustPrecede := func(d, u *Op) bool {
-		if m.completionOrdered() {
-			return d.Complete < u.Complete
-		}
-		return d.before(u)
-	}
-	uns := seed
-	for changed := true; changed; {
-		changed = false
-		for _, i := range rel {
-			if uns[i] {
-				continue
-			}
-			for u := range uns {
-				if h.Ops[i].overlaps(&h.Ops[u]) && !mustPrecede(&h.Ops[i], &h.Ops[u]) {
-					uns[i] = true
-					changed = true
-					break
-				}
-			}
-		}
-	}
-	e.layer = map[uint16]Extents{}
-	for _, i := range rel {
-		if uns[i] {
-			e.unsettled = append(e.unsettled, i)
-			continue
-		}
-		e.layer[h.Ops[i].Dev] = paintOp(e.layer[h.Ops[i].Dev], h, i, -1, nil)
-	}
-	return e
+	return h.Walk(m, pol).Epoch(p)
 }
 
 // paintOp paints op i (content of op src when src >= 0: a coalesce carry), restricted to the
@@ -184,8 +107,9 @@ func (e *Epoch) Sectors(i int) int {
 	return int(o.Len / e.H.SectorSize[o.Dev])
 }
 
-// Image computes the overlay of state st per device.
-func (e *Epoch) Image(st *State) (map[uint16]Extents, error) {
+// Overlay computes the overlay of state st per device: the crash point's shared layer with the
+// state's own operations painted on top (cost: those operations).
+func (e *Epoch) Overlay(st *State) (map[uint16]*Overlay, error) {
 	if err := e.Check(st); err != nil {
 		return nil, err
 	}
@@ -209,22 +133,32 @@ func (e *Epoch) Image(st *State) (map[uint16]Extents, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uint16]Extents, len(h.SectorSize))
-	for dev := range h.SectorSize {
-		out[dev] = e.layer[dev]
-	}
-	cloned := map[uint16]bool{}
+	delta := map[uint16]Extents{}
 	for _, i := range order {
 		dev := h.Ops[i].Dev
-		if !cloned[dev] {
-			out[dev] = out[dev].Clone()
-			cloned[dev] = true
-		}
 		src := -1
 		if c, ok := st.Carry[i]; ok {
 			src = c
 		}
-		out[dev] = paintOp(out[dev], h, i, src, st.Torn[i])
+		delta[dev] = paintOp(delta[dev], h, i, src, st.Torn[i])
+	}
+	out := make(map[uint16]*Overlay, len(h.DevSize))
+	for dev, size := range h.DevSize {
+		out[dev] = &Overlay{layer: e.layer[dev], delta: delta[dev], size: size}
+	}
+	return out, nil
+}
+
+// Image computes the overlay of state st per device as flat extent lists (cost: the whole
+// overlay; Overlay is the cheap form).
+func (e *Epoch) Image(st *State) (map[uint16]Extents, error) {
+	ov, err := e.Overlay(st)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint16]Extents, len(ov))
+	for dev, o := range ov {
+		out[dev] = o.Extents()
 	}
 	return out, nil
 }
@@ -365,22 +299,19 @@ func (e *Epoch) Check(st *State) error {
 // landed whole in st (block-level coverage).
 func (e *Epoch) CoveredMarks(st *State) []string {
 	h := e.H
-	cmin := ^uint64(0)
+	limit := e.Point.T
 	for _, i := range st.Dropped {
-		cmin = min(cmin, h.Ops[i].Complete)
+		limit = min(limit, h.Ops[i].Complete)
 	}
 	for i := range st.Torn {
-		cmin = min(cmin, h.Ops[i].Complete)
+		limit = min(limit, h.Ops[i].Complete)
 	}
 	var out []string
-	for i := range h.Ops {
-		o := &h.Ops[i]
-		if o.Complete >= e.Point.T {
+	for _, i := range h.marks {
+		if h.Ops[i].Complete >= limit {
 			break
 		}
-		if o.Kind == pclog.KindMark && o.Complete < cmin {
-			out = append(out, o.Name)
-		}
+		out = append(out, h.Ops[i].Name)
 	}
 	return out
 }
@@ -399,7 +330,9 @@ func sortedKeys[V any](m map[int]V) []int {
 func (e *Epoch) Unsettled() []int { return e.unsettled }
 
 // Layer returns the overlay shared by every state of this crash point on device dev.
-func (e *Epoch) Layer(dev uint16) Extents { return e.layer[dev] }
+func (e *Epoch) Layer(dev uint16) *Overlay {
+	return &Overlay{layer: e.layer[dev], size: e.H.DevSize[dev]}
+}
 
 // concurrentOverlaps returns the pairs of ops in rel that overlap and were concurrent (neither
 // completed before the other was submitted), as [a, b] with a before b in completion order. A

@@ -111,6 +111,7 @@ type History struct {
 	SectorSize map[uint16]int64
 	DevSize    map[uint16]int64
 	end        uint64 // one past the last sequence number
+	marks      []int  // op indices of the marks, in order
 }
 
 // NewHistory builds a history. Ops must be in completion order.
@@ -133,6 +134,9 @@ func NewHistory(ops []Op, devs []pclog.Device) (*History, error) {
 		}
 		if o.Complete+1 > h.end {
 			h.end = o.Complete + 1
+		}
+		if o.Kind == pclog.KindMark {
+			h.marks = append(h.marks, i)
 		}
 	}
 	return h, nil

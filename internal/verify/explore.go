@@ -176,7 +176,7 @@ type source struct {
 }
 
 func prefixLike(m model.Model) bool {
-	return m == model.Prefix || m == model.Flush || m == model.Coalesce
+	return m == model.Prefix || m == model.Flush
 }
 
 // allowed returns the contents block b of dev may show in candidate c, following the model's
@@ -188,10 +188,7 @@ func (x *logIndex) allowed(c *explore.Candidate, dev uint16, b int64) []source {
 	e := c.Epoch
 	ents := x.log.Entries
 	ops := x.ops[dev][b]
-	fixed := map[int]bool{}
-	for _, i := range e.Fixed {
-		fixed[i] = true
-	}
+	fixed := e.IsFixed
 	srcOf := func(i int, note string) source {
 		if ents[i].Kind == pclog.KindWrite {
 			return source{op: i, note: note}
@@ -202,7 +199,7 @@ func (x *logIndex) allowed(c *explore.Candidate, dev uint16, b int64) []source {
 	if prefixLike(c.Model) {
 		for k := len(ops) - 1; k >= 0; k-- {
 			i := ops[k]
-			if !fixed[i] {
+			if !fixed(i) {
 				continue
 			}
 			out = append(out, srcOf(i, "landed"))
@@ -216,14 +213,14 @@ func (x *logIndex) allowed(c *explore.Candidate, dev uint16, b int64) []source {
 		return append(out, source{op: model.SrcBase, note: "base"})
 	}
 	overwrites := func(i int) bool {
-		return fixed[i] && !(ents[i].Kind == pclog.KindDiscard && e.Policy == model.DiscardEither)
+		return fixed(i) && !(ents[i].Kind == pclog.KindDiscard && e.Policy == model.DiscardEither)
 	}
 	baseOK := true
 	for _, i := range ops {
 		if overwrites(i) {
 			baseOK = false
 		}
-		if !fixed[i] && !e.IsPending(i) {
+		if !fixed(i) && !e.IsPending(i) {
 			continue
 		}
 		superseded := false
@@ -237,10 +234,13 @@ func (x *logIndex) allowed(c *explore.Candidate, dev uint16, b int64) []source {
 			continue
 		}
 		note := "possibly persisted"
-		if fixed[i] {
+		if fixed(i) {
 			note = "durable"
 		}
 		out = append(out, srcOf(i, note))
+		for _, j := range e.Carries[i] {
+			out = append(out, source{op: j, note: "coalesced"})
+		}
 	}
 	if baseOK {
 		out = append(out, source{op: model.SrcBase, note: "base"})

@@ -104,7 +104,7 @@ func TestExploreCheckerModel(t *testing.T) {
 	end := pts[len(pts)-1]
 	e := h.Epoch(model.Reorder, model.DiscardEither, end)
 	st := &model.State{Model: model.Reorder, Policy: model.DiscardEither, Point: end.Index}
-	ext, err := e.Image(st)
+	ext, err := e.Overlay(st)
 	if err != nil {
 		t.Fatal(err)
 	}
