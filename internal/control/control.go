@@ -51,6 +51,8 @@ type Server struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+	// closeDone is closed when Close has removed the socket and closed every connection.
+	closeDone chan struct{}
 }
 
 // Listen creates the socket at path (replacing a stale socket left by a killed recorder, but
@@ -95,7 +97,7 @@ func Listen(path string, m Marker) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return &Server{path: path, ln: ln, m: m, conns: map[net.Conn]struct{}{}}, nil
+	return &Server{path: path, ln: ln, m: m, conns: map[net.Conn]struct{}{}, closeDone: make(chan struct{})}, nil
 }
 
 // Path returns the socket path.
@@ -114,6 +116,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			closed := s.closed
 			s.mu.Unlock()
 			if closed {
+				<-s.closeDone // the socket file is gone once Serve returns
 				s.wg.Wait()
 				return nil
 			}
@@ -156,6 +159,7 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.Close()
 	}
+	close(s.closeDone)
 	return err
 }
 
