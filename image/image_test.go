@@ -166,7 +166,7 @@ func drawImageCase(t *rapid.T) *imageCase {
 
 // checkRead reads len bytes at off and compares with the naive image.
 func (c *imageCase) checkRead(t *rapid.T, off int64, n int) {
-	p := make([]byte, n)
+	p := bytes.Repeat([]byte{0xee}, n) // stale content a read must overwrite
 	got, err := c.im.ReadAt(p, off)
 	if off >= c.size {
 		if got != 0 || err != io.EOF {
