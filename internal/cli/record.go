@@ -1,10 +1,6 @@
 package cli
 
-import (
-	"sort"
-
-	"github.com/spf13/cobra"
-)
+import "github.com/spf13/cobra"
 
 // recordFrontends are the subcommands of `powercut record` (one per frontend: fuse, nbd, ...).
 // Each frontend's file registers itself with registerRecord from its init, so frontends written
@@ -25,14 +21,7 @@ func init() {
 			Use:   "record",
 			Short: "Record every block operation a storage stack issues into a .pclog",
 		}
-		names := make([]string, 0, len(recordFrontends))
-		for n := range recordFrontends {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			c.AddCommand(recordFrontends[n](env))
-		}
+		addCommands(c, env, recordFrontends)
 		return c
 	})
 }

@@ -73,15 +73,20 @@ Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error.`,
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	names := make([]string, 0, len(factories))
-	for n := range factories {
+	addCommands(root, env, factories)
+	return root
+}
+
+// addCommands adds the registered subcommands to parent in name order.
+func addCommands(parent *cobra.Command, env *Env, m map[string]cmdFactory) {
+	names := make([]string, 0, len(m))
+	for n := range m {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		root.AddCommand(factories[n](env))
+		parent.AddCommand(m[n](env))
 	}
-	return root
 }
 
 // Run runs the CLI with args and returns the exit code.
