@@ -82,7 +82,9 @@ type Found struct {
 	LastMark string `json:"last_mark,omitempty"`
 	Reason   string `json:"crash_point"`
 	Violation
-	// Also lists other states with the same image and mark context (deduplicated).
+	// Also counts the other generated states with the same image and mark context (checked
+	// once). It is known only when the exploration ends: set in Report.Violations, zero in the
+	// streamed callback.
 	Also int `json:"same_image_states,omitempty"`
 }
 
@@ -96,8 +98,11 @@ type Report struct {
 	Checked     int     `json:"checked"`
 	Violations  []Found `json:"violations"`
 	BadStates   int     `json:"bad_states"`
-	Truncated   int     `json:"truncated_points,omitempty"`
-	Seconds     float64 `json:"seconds"`
+	// FirstBad is how many states were checked, in the deterministic result order, up to and
+	// including the first bad one (0: none).
+	FirstBad  int     `json:"states_to_first_violation,omitempty"`
+	Truncated int     `json:"truncated_points,omitempty"`
+	Seconds   float64 `json:"seconds"`
 }
 
 type job struct {
@@ -137,7 +142,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Model: opts.Model.String(), Strategy: opts.Strategy, CrashPoints: len(pts)}
+	rep := &Report{Model: opts.Model.String(), Strategy: opts.Strategy, CrashPoints: len(pts), Violations: []Found{}}
 	blind := false
 	if mb, ok := chk.(MarkBlind); ok {
 		blind = mb.IgnoresMarks()
@@ -163,6 +168,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	var (
 		collectErr error
 		dupCount   = map[int]int{}
+		violSeq    []int // seq of each entry of rep.Violations
 		dupMu      sync.Mutex
 		progMu     sync.Mutex
 		prog       = Progress{Points: len(pts)}
@@ -191,13 +197,14 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				}
 				if len(r.viols) > 0 {
 					rep.BadStates++
+					if rep.FirstBad == 0 {
+						rep.FirstBad = rep.Checked
+					}
 				}
 				for _, v := range r.viols {
-					dupMu.Lock()
-					also := dupCount[r.seq]
-					dupMu.Unlock()
-					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, Violation: v, Also: also}
+					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, Violation: v}
 					rep.Violations = append(rep.Violations, f)
+					violSeq = append(violSeq, r.seq)
 					if onViolation != nil {
 						onViolation(f)
 					}
@@ -288,6 +295,9 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	close(results)
 	<-collected
 	rep.Seconds = time.Since(start).Seconds()
+	for i, sq := range violSeq {
+		rep.Violations[i].Also = dupCount[sq]
+	}
 	if collectErr != nil {
 		return rep, collectErr
 	}

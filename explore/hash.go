@@ -2,6 +2,8 @@ package explore
 
 import (
 	"encoding/binary"
+	"fmt"
+	"io"
 	"sync"
 
 	"github.com/zeebo/xxh3"
@@ -68,9 +70,11 @@ func (hs *hasher) prefix(i int) ([]key128, error) {
 			}
 		}
 		if base != nil {
-			if _, err := base.ReadAt(bb, o.Off+done); err != nil {
-				clear(bb) // short base: reads as zeros
+			n, err := base.ReadAt(bb, o.Off+done)
+			if err != nil && err != io.EOF {
+				return nil, fmt.Errorf("read base under op %d: %w", i, err)
 			}
+			clear(bb[n:]) // past the end of a short base: zeros, as the image reads it
 		} else {
 			clear(bb)
 		}

@@ -214,11 +214,16 @@ func parseInts(s string) ([]int, error) {
 		return nil, fmt.Errorf("empty op list")
 	}
 	var out []int
+	seen := map[int]bool{}
 	for _, p := range strings.Split(s, ".") {
 		v, err := strconv.Atoi(p)
 		if err != nil || v < 0 {
 			return nil, fmt.Errorf("bad op index %q", p)
 		}
+		if seen[v] {
+			return nil, fmt.Errorf("op %d listed twice", v)
+		}
+		seen[v] = true
 		out = append(out, v)
 	}
 	return out, nil

@@ -118,6 +118,9 @@ func Run(ctx context.Context, timeout time.Duration, env []string, name string, 
 	var buf limitedBuffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A background child of the check keeps the output pipe open; once the check itself has
+	// exited, wait only briefly for it, then the whole group is killed below.
+	cmd.WaitDelay = 200 * time.Millisecond
 	if err := cmd.Start(); err != nil {
 		return "", 0, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -136,6 +139,12 @@ func Run(ctx context.Context, timeout time.Duration, env []string, name string, 
 	}
 	// Kill any stragglers left in the group (background children of a shell script).
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			return buf.String(), code, nil
+		}
+	}
 	if err == nil {
 		return buf.String(), 0, nil
 	}

@@ -112,7 +112,8 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 				printViolation(out, logPath, nil, f)
 			}
 			ro := demo.RunOptions{Config: cfg, Model: opts.Model, Strategy: opts.Strategy, K: opts.K, States: opts.States,
-				Seed: ef.seed, Jobs: opts.Jobs, LogPath: keepLog, Progress: bar, OnViolation: onViolation}
+				Seed: ef.seed, Jobs: opts.Jobs, Discard: opts.Discard, FromMark: opts.FromMark, ToMark: opts.ToMark,
+				LogPath: keepLog, Progress: bar, OnViolation: onViolation}
 			// The violation printer needs the log path before the first violation: fix it now.
 			if keepLog == "" {
 				dir, err := os.MkdirTemp("", "powercut-demo-log-")
@@ -214,7 +215,7 @@ func printDemoSummary(w io.Writer, p extent.Profile, b extent.Bug, m model.Model
 	fmt.Fprintf(w, "\n%d violations in %d crash states (%s): a power cut can break %s under the %s model.\n",
 		len(rep.Violations), rep.BadStates, strings.Join(parts, ", "), what, m)
 	if o.FirstBad > 0 {
-		fmt.Fprintf(w, "the first bad state was the %d. one checked.\n", o.FirstBad)
+		fmt.Fprintf(w, "the first bad state turned up after %d states were checked.\n", o.FirstBad)
 	}
 	fmt.Fprintf(w, "recording kept at %s; rebuild any state above with its `powercut replay` line.\n", logPath)
 }

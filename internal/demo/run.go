@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
-	"sync/atomic"
 
 	"github.com/powercut/powercut/explore"
 	"github.com/powercut/powercut/model"
@@ -15,15 +13,10 @@ import (
 // Checker runs the demo's oracles on explorer candidates, in process.
 type Checker struct {
 	X *Expect
-	// checks counts Check calls; first is the count at the first bad state (0: none yet).
-	checks atomic.Int64
-	mu     sync.Mutex
-	first  int64
 }
 
 // Check implements explore.Checker.
 func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
-	n := c.checks.Add(1)
 	img, ok := cand.Images[DeviceID]
 	if !ok {
 		return nil, fmt.Errorf("state %s has no image of device %d", cand.ID, DeviceID)
@@ -40,22 +33,7 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 		}
 		out[i] = explore.Violation{Oracle: v.Oracle, Detail: d}
 	}
-	if len(out) > 0 {
-		c.mu.Lock()
-		if c.first == 0 || n < c.first {
-			c.first = n
-		}
-		c.mu.Unlock()
-	}
 	return out, nil
-}
-
-// FirstBad is the number of states checked up to and including the first bad one (0: none).
-// Exact with one job; with more it is the smallest count among the bad states' checks.
-func (c *Checker) FirstBad() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.first
 }
 
 // RunOptions is one demo run: a workload and how to explore it.
@@ -67,6 +45,9 @@ type RunOptions struct {
 	States   int
 	Seed     uint64 // exploration seed (sample strategy)
 	Jobs     int
+	Discard  model.DiscardPolicy
+	FromMark string
+	ToMark   string
 	// LogPath, when set, is where the recording is kept; otherwise it goes to a temporary
 	// directory that Outcome.Cleanup removes.
 	LogPath     string
@@ -122,10 +103,12 @@ func Run(ctx context.Context, ro RunOptions) (*Outcome, error) {
 	chk := &Checker{X: res.Expect}
 	rep, err := explore.Explore(ctx, explore.Source{Log: l}, explore.Options{
 		Model: ro.Model, Strategy: ro.Strategy, K: ro.K, States: ro.States, Seed: ro.Seed, Jobs: ro.Jobs,
-		Progress: ro.Progress,
+		Discard: ro.Discard, FromMark: ro.FromMark, ToMark: ro.ToMark, Progress: ro.Progress,
 	}, chk, ro.OnViolation)
 	out.Report = rep
-	out.FirstBad = chk.FirstBad()
+	if rep != nil {
+		out.FirstBad = int64(rep.FirstBad)
+	}
 	if err != nil {
 		return out, fmt.Errorf("demo: explore: %w", err)
 	}

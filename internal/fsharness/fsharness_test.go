@@ -172,7 +172,7 @@ func TestExt4Flush(t *testing.T) {
 
 func TestExt4ReorderDropK(t *testing.T) {
 	require(t, "ext4")
-	wantNoViolation(t, runFS(t, context.Background(), "--fs", "ext4", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--k", "1", "--states", "3", "--jobs", "2"))
+	wantNoViolation(t, runFS(t, context.Background(), "--fs", "ext4", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--jobs", "2"))
 }
 
 // TestExt4Nobarrier proves the harness sees a real misconfiguration: without barriers the
@@ -190,12 +190,12 @@ func TestExt4Nobarrier(t *testing.T) {
 
 func TestXFS(t *testing.T) {
 	require(t, "xfs")
-	wantNoViolation(t, runFS(t, context.Background(), "--fs", "xfs", "--size", "300M", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--k", "1", "--states", "2", "--jobs", "2"))
+	wantNoViolation(t, runFS(t, context.Background(), "--fs", "xfs", "--size", "300M", "--check", check, "--model", "reorder", "--jobs", "2"))
 }
 
 func TestBtrfs(t *testing.T) {
 	require(t, "btrfs")
-	wantNoViolation(t, runFS(t, context.Background(), "--fs", "btrfs", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--k", "1", "--states", "2"))
+	wantNoViolation(t, runFS(t, context.Background(), "--fs", "btrfs", "--check", check, "--model", "reorder"))
 }
 
 // TestCheckTimeout: a check that hangs is killed by --check-timeout, the state is a violation,
