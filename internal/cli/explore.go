@@ -209,6 +209,13 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 				})
 				finish()
+				if err != nil && ctx.Err() != nil && rep != nil {
+					// Interrupted: say what was done before stopping (exit 2).
+					if !asJSON {
+						printSummary(env.Stdout, rep)
+					}
+					return fmt.Errorf("interrupted after %d checked states (%d violations so far)", rep.Checked, len(rep.Violations))
+				}
 				if err != nil {
 					return err
 				}
