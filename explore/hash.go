@@ -32,12 +32,17 @@ func mix(dev uint16, sector int64, h uint64) key128 {
 
 // hasher caches, per op, the prefix sums of its sectors' key shares.
 type hasher struct {
-	src *Source
-	h   *model.History
-	mu  sync.Mutex
-	pre map[int][]key128
-	buf []byte // data and base scratch, under mu
+	src   *Source
+	h     *model.History
+	mu    sync.Mutex
+	pre   map[int][]key128
+	bytes int64  // memory held by pre
+	buf   []byte // data and base scratch, under mu
 }
+
+// maxPrefixBytes bounds the prefix-sum cache: past it the cache starts over (arrays are
+// recomputed from the log on demand), so a long recording is explored in bounded memory.
+const maxPrefixBytes = 256 << 20
 
 func newHasher(src *Source, h *model.History) *hasher {
 	return &hasher{src: src, h: h, pre: map[int][]key128{}}
@@ -93,7 +98,12 @@ func (hs *hasher) prefix(i int) ([]key128, error) {
 			p[j+1] = p[j].add(c)
 		}
 	}
+	size := int64(len(p)) * 16
+	if hs.bytes+size > maxPrefixBytes {
+		hs.pre, hs.bytes = map[int][]key128{}, 0
+	}
 	hs.pre[i] = p
+	hs.bytes += size
 	return p, nil
 }
 
