@@ -16,6 +16,7 @@ import (
 	"github.com/powercut/powercut/internal/scratch"
 	"github.com/powercut/powercut/internal/testenv"
 	"github.com/powercut/powercut/model"
+	"github.com/powercut/powercut/pclog"
 )
 
 // manifest is the fixture's statement of what must hold in crash states after each mark.
@@ -105,6 +106,20 @@ func (c *expectChecker) Check(ctx context.Context, cand *Candidate) ([]Violation
 	return viols, nil
 }
 
+// fixtureWithOracle returns the imported fixture, its base and the manifest oracle on a scratch
+// directory closed when the test ends.
+func fixtureWithOracle(t *testing.T) (*pclog.Log, *os.File, *expectChecker) {
+	t.Helper()
+	testenv.RequireTool(t, "e2fsck", "debugfs")
+	l, base, _ := fixture(t)
+	dir, err := scratch.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dir.Close() })
+	return l, base, &expectChecker{dir: dir, man: loadManifest(t)}
+}
+
 func loadManifest(t *testing.T) manifest {
 	b, err := os.ReadFile(filepath.Join(fixtureDir, "manifest.json"))
 	if err != nil {
@@ -120,14 +135,7 @@ func loadManifest(t *testing.T) manifest {
 // The real kernel recording is a correct file system: under flush and under reorder (drop-1),
 // every crash state recovers and holds every file the workload was promised by its last mark.
 func TestFixtureExpectations(t *testing.T) {
-	testenv.RequireTool(t, "e2fsck", "debugfs")
-	l, base, _ := fixture(t)
-	dir, err := scratch.New(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	chk := &expectChecker{dir: dir, man: loadManifest(t)}
+	l, base, chk := fixtureWithOracle(t)
 	for _, tc := range []struct {
 		m model.Model
 		k int
@@ -148,14 +156,7 @@ func TestFixtureExpectations(t *testing.T) {
 // FLUSH|FUA commit block) while claiming the mark — a state the reorder model never generates
 // because the commit is FUA, so we build it by hand through the image API.
 func TestFixtureOracleCatchesLostCommit(t *testing.T) {
-	testenv.RequireTool(t, "e2fsck", "debugfs")
-	l, base, _ := fixture(t)
-	dir, err := scratch.New(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	chk := &expectChecker{dir: dir, man: loadManifest(t)}
+	l, base, chk := fixtureWithOracle(t)
 	h, err := model.FromLog(l)
 	if err != nil {
 		t.Fatal(err)
