@@ -155,6 +155,7 @@ out("DONE")
 		phase     = 1 // 1: filling, 2: full (waiting), 3: after freeing space
 		failedAt  = -1
 		failErrno int
+		nBefore   int // operations acknowledged before the failed write
 		full      bool
 		done      bool
 	)
@@ -212,6 +213,7 @@ out("DONE")
 				} else if phase == 1 {
 					failedAt = i
 					failErrno, _ = strconv.Atoi(f[3])
+					nBefore = len(acked)
 				} else {
 					t.Errorf("write %d after freeing space failed: %s", i, line)
 				}
@@ -245,12 +247,13 @@ out("DONE")
 	if failErrno != enospc && failErrno != eio {
 		t.Errorf("write %d to the full log failed with errno %d, want ENOSPC (%d) or EIO (%d)", failedAt, failErrno, enospc, eio)
 	}
-	t.Logf("write %d (after %d acknowledged operations) failed with errno %d", failedAt, len(acked), failErrno)
+	t.Logf("write %d (after %d acknowledged operations) failed with errno %d", failedAt, nBefore, failErrno)
 
 	stderr := rec.stop(t)
-	if !strings.Contains(stderr, "no space") {
-		t.Logf("recorder stderr does not mention the full log:\n%s", stderr)
+	if !strings.Contains(stderr, "no space left on device") {
+		t.Errorf("recorder stderr does not report the failed log append:\n%s", stderr)
 	}
+	t.Logf("recorder:\n%s", stderr)
 
 	l, err := pclog.Open(logPath)
 	if err != nil {
