@@ -12,11 +12,12 @@ import (
 // truncated away and reported to the caller, which must fail the client's request; no record that
 // was reported written is ever lost except by the crash of the machine before a Sync.
 type Writer struct {
-	f       *os.File
-	hdr     Header
-	size    int64
-	records uint64
-	buf     []byte
+	f        *os.File
+	hdr      Header
+	size     int64
+	records  uint64
+	buf      []byte
+	lastSize int64 // size before the last Append (for Unappend)
 }
 
 // Create creates (truncating) a pclog at path and writes its header.
@@ -85,8 +86,23 @@ func (w *Writer) Append(r *Record) error {
 		_ = w.f.Truncate(w.size)
 		return fmt.Errorf("append record %d to %s: %w", w.records, w.f.Name(), err)
 	}
+	w.lastSize = w.size
 	w.size += int64(n)
 	w.records++
+	return nil
+}
+
+// Unappend removes the record appended last (once): a recorder whose fsync of a FLUSH or FUA
+// record failed takes the record back, so the log never claims a flush the client saw fail.
+func (w *Writer) Unappend() error {
+	if w.records == 0 || w.lastSize == w.size {
+		return fmt.Errorf("unappend: no record to remove")
+	}
+	if err := w.f.Truncate(w.lastSize); err != nil {
+		return fmt.Errorf("unappend record %d from %s: %w", w.records-1, w.f.Name(), err)
+	}
+	w.size = w.lastSize
+	w.records--
 	return nil
 }
 

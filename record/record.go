@@ -127,6 +127,11 @@ func (r *Recorder) Complete(rec *pclog.Record) error {
 	durable := rec.Kind == pclog.KindFlush || rec.Flags&(pclog.FlagFUA|pclog.FlagPreflush) != 0
 	if durable || r.SyncEvery {
 		if err := r.w.Sync(); err != nil {
+			// The client will see this operation fail: the log must not keep it (a FLUSH
+			// left in the log would make every earlier write durable in every crash state).
+			if uerr := r.w.Unappend(); uerr != nil {
+				return fmt.Errorf("%w; and %v", err, uerr)
+			}
 			return err
 		}
 	}

@@ -83,7 +83,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 				cfg.OnViolation = func(f explore.Found) {
 					finishLine(env.Stderr)
 					printViolation(env.Stdout, logPath, []string{basePath}, f)
-					fmt.Fprintf(env.Stdout, "  mount:   mount -t %s -o loop crash.img /mnt\n", fsType)
+					fmt.Fprintf(env.Stdout, "  mount:   mount -t %s -o %s crash.img /mnt\n", fsType, cfg.MountHintOpts())
 				}
 			}
 			if cfg.Out == "" {

@@ -144,6 +144,15 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// MountHintOpts are the -o options of the command a report gives to mount a rebuilt crash
+// state as it was checked.
+func (c *Config) MountHintOpts() string {
+	if o := c.checkMountOpts(); o != "" {
+		return "loop," + o
+	}
+	return "loop"
+}
+
 // checkMountOpts are the options crash states are mounted with: the user's, plus nouuid for xfs
 // so that several states (same UUID) can be mounted by parallel jobs.
 func (c *Config) checkMountOpts() string {

@@ -172,7 +172,24 @@ func TestExt4Flush(t *testing.T) {
 
 func TestExt4ReorderDropK(t *testing.T) {
 	require(t, "ext4")
-	wantNoViolation(t, runFS(t, context.Background(), "--fs", "ext4", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--jobs", "2"))
+	r := runFS(t, context.Background(), "--fs", "ext4", "--check", check, "--model", "reorder", "--strategy", "drop-k", "--jobs", "2")
+	wantNoViolation(t, r)
+	// Identical images (with the same mark context, which the check script sees) are mounted and
+	// checked once: the report counts them.
+	if states, distinct, checked := num(r, "states"), num(r, "distinct_images"), num(r, "checked"); checked != distinct || distinct >= states {
+		t.Errorf("states %d, distinct images %d, checked %d: want checked == distinct < states", states, distinct, checked)
+	}
+}
+
+// Without a check script the verdict depends on the image alone: identical images are checked
+// once whatever their marks.
+func TestExt4DedupWithoutCheck(t *testing.T) {
+	require(t, "ext4")
+	r := runFS(t, context.Background(), "--fs", "ext4", "--model", "flush")
+	wantNoViolation(t, r)
+	if states, distinct, checked := num(r, "states"), num(r, "distinct_images"), num(r, "checked"); checked != distinct || distinct >= states {
+		t.Errorf("states %d, distinct images %d, checked %d: want checked == distinct < states", states, distinct, checked)
+	}
 }
 
 // TestExt4Nobarrier proves the harness sees a real misconfiguration: without barriers the

@@ -232,10 +232,16 @@ func (r *Recorder) doUnmount() error {
 	}
 	uerr := fmt.Errorf("fuserec: unmounting %s: %w (disk.img is still in use)", r.opts.Mount, err)
 	if devs := loopsOf(r.Path()); len(devs) > 0 {
+		var failed []string
 		for _, d := range devs {
-			_ = loopdev.Detach(d)
+			if err := loopdev.Detach(d); err != nil {
+				failed = append(failed, fmt.Sprintf("%s (%v: a file system on it is probably still mounted; it detaches when unmounted)", d, err))
+			}
 		}
 		uerr = fmt.Errorf("fuserec: unmounting %s: disk.img was still attached to %s (detached it)", r.opts.Mount, strings.Join(devs, ", "))
+		if len(failed) > 0 {
+			uerr = fmt.Errorf("fuserec: unmounting %s: disk.img is still attached to %s", r.opts.Mount, strings.Join(failed, "; "))
+		}
 		if r.server.Unmount() == nil {
 			<-r.served
 			return uerr

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/record"
@@ -114,15 +115,31 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	})
 	defer stop()
 	var err error
+	var delay time.Duration
 	for {
 		c, aerr := l.Accept()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				err = fmt.Errorf("nbd: accept: %w", aerr)
-				s.shutdown()
+			if ctx.Err() != nil {
+				break
 			}
+			// Running out of descriptors (EMFILE, ENFILE) or a connection aborted before it
+			// was accepted must not end the recording: back off and accept again, as
+			// net/http does. Only a closed listener ends the loop.
+			if !errors.Is(aerr, net.ErrClosed) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("nbd: accept: %v; retrying in %v", aerr, delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-ctx.Done():
+				}
+				break
+			}
+			err = fmt.Errorf("nbd: accept: %w", aerr)
+			s.shutdown()
 			break
 		}
+		delay = 0
 		if !s.ServeConn(c) {
 			break
 		}
