@@ -250,6 +250,9 @@ func MarkContext(ctx context.Context, path, name string) error {
 	if strings.ContainsAny(name, "\n\r") {
 		return errors.New("mark: name contains a newline")
 	}
+	if len(name) > 4096 {
+		return fmt.Errorf("mark: name of %d bytes is too long (at most 4096)", len(name))
+	}
 	reply, err := request(ctx, path, "mark "+name)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -185,11 +186,16 @@ func loadTrack(path string) (Identity, *table, error) {
 		return id, nil, fmt.Errorf("track file %s: parse identity: %w", path, err)
 	}
 	p = p[n:]
-	if id.BlockSize <= 0 || id.Size <= 0 || id.Size%id.BlockSize != 0 {
-		return id, nil, fmt.Errorf("track file %s: bad identity (size %d, block size %d)", path, id.Size, id.BlockSize)
+	// The same constraints a run puts on --bs, --offset and --size: the identity is used without
+	// further checks (block buffers of BlockSize bytes, Offset+Size arithmetic).
+	bs := id.BlockSize
+	if bs < 512 || bs%512 != 0 || bs/512 > 65535 || id.Size <= 0 || id.Size%bs != 0 ||
+		id.Offset < 0 || id.Offset%bs != 0 || id.Offset > math.MaxInt64-id.Size {
+		return id, nil, fmt.Errorf("track file %s: bad identity (size %d, block size %d, offset %d)", path, id.Size, id.BlockSize, id.Offset)
 	}
-	blocks := id.Size / id.BlockSize
-	if int64(len(p)) != 8*blocks {
+	blocks := id.Size / bs
+	// Compare without multiplying: 8*blocks can overflow.
+	if int64(len(p))%8 != 0 || int64(len(p))/8 != blocks {
 		return id, nil, fmt.Errorf("track file %s: %d bytes of table for %d blocks", path, len(p), blocks)
 	}
 	t := newTable(blocks)
