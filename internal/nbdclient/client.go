@@ -53,6 +53,9 @@ type Client struct {
 	tflags uint16
 	// Block size constraints advertised by the server (0 when not advertised).
 	MinBlock, PrefBlock, MaxBlock uint32
+	// ReplyTimeout bounds the wait for each reply (0: DefaultReplyTimeout); past it the
+	// connection is failed, so a server that stops answering cannot hang the workload.
+	ReplyTimeout time.Duration
 
 	wmu sync.Mutex
 	bw  *bufio.Writer
@@ -339,8 +342,25 @@ func (c *Client) do(op string, typ, flags uint16, off int64, n int, payload, dst
 	if err != nil {
 		c.fail(fmt.Errorf("nbd connection: send %s: %w", op, err))
 	}
-	return <-cl.errc
+	timeout := c.ReplyTimeout
+	if timeout == 0 {
+		timeout = DefaultReplyTimeout
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-cl.errc:
+		return err
+	case <-t.C:
+		// A server that stopped answering: fail this and every pending request rather than
+		// wait forever (the connection is closed).
+		c.fail(fmt.Errorf("nbd %s [%d,+%d): no reply within %v", op, off, n, timeout))
+		return <-cl.errc
+	}
 }
+
+// DefaultReplyTimeout bounds the wait for one reply when Client.ReplyTimeout is zero.
+const DefaultReplyTimeout = 2 * time.Minute
 
 // ReadAt reads len(p) bytes at off.
 func (c *Client) ReadAt(p []byte, off int64) (int, error) {

@@ -3,13 +3,17 @@ package nbdclient
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/powercut/powercut/internal/nbdproto"
 	"github.com/powercut/powercut/internal/testenv"
 )
 
@@ -106,5 +110,40 @@ func TestBadExport(t *testing.T) {
 	}
 	if _, err := DialURL("http://x"); err == nil {
 		t.Fatal("bad scheme accepted")
+	}
+}
+
+// A server that stops answering after the handshake fails the request after ReplyTimeout
+// instead of hanging the caller.
+func TestReplyTimeout(t *testing.T) {
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const fl = nbdproto.TFlagHasFlags | nbdproto.TFlagSendFlush
+	hs := cat(greeting(nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes),
+		optReply(nbdproto.OptGo, nbdproto.RepInfo, infoExport(1<<20, fl)),
+		optReply(nbdproto.OptGo, nbdproto.RepAck, nil))
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.Write(hs)
+		io.Copy(io.Discard, conn) // read requests, never reply
+	}()
+	c, err := Dial("unix", ln.Addr().String(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.ReplyTimeout = 100 * time.Millisecond
+	if err := c.Flush(); err == nil || !strings.Contains(err.Error(), "no reply within") {
+		t.Fatalf("Flush against a silent server: %v", err)
+	}
+	if _, err := c.ReadAt(make([]byte, 512), 0); err == nil {
+		t.Fatal("the connection still accepts requests after a reply timeout")
 	}
 }
