@@ -100,9 +100,6 @@ func Listen(path string, m Marker) (*Server, error) {
 	return &Server{path: path, ln: ln, m: m, conns: map[net.Conn]struct{}{}, closeDone: make(chan struct{})}, nil
 }
 
-// Path returns the socket path.
-func (s *Server) Path() string { return s.path }
-
 // Serve accepts connections until ctx is cancelled or Close is called, then closes the socket
 // (removing its file) and every open connection. It returns nil on a normal shutdown.
 func (s *Server) Serve(ctx context.Context) error {
@@ -225,16 +222,6 @@ func readLine(br *bufio.Reader) (string, error) {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
-
-// Serve listens on path and serves until ctx is cancelled. Callers that must know when the
-// socket exists (to start a workload) use Listen and Server.Serve instead.
-func Serve(ctx context.Context, path string, m Marker) error {
-	s, err := Listen(path, m)
-	if err != nil {
-		return err
-	}
-	return s.Serve(ctx)
-}
 
 // Mark asks the recorder listening at path to record a mark called name and waits until it is in
 // the log.

@@ -109,9 +109,6 @@ func (r *Reader) Superblock() Superblock { return r.sb }
 // Count is the number of entries read so far.
 func (r *Reader) Count() int { return r.n }
 
-// Offset is the byte offset of the next entry.
-func (r *Reader) Offset() int64 { return r.off }
-
 // Beyond is how many of the entries read lie beyond the superblock's nr_entries (non-zero for the
 // log of a recording that was not torn down cleanly).
 func (r *Reader) Beyond() int {

@@ -63,10 +63,3 @@ func Backing(dev string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
-
-// List returns every attached loop device's backing file as reported by losetup -a (for tests
-// that assert nothing was left behind).
-func List() (string, error) {
-	out, err := exec.Command("losetup", "-a").CombinedOutput()
-	return string(out), err
-}

@@ -185,13 +185,6 @@ func (s *Server) shutdown() {
 	}
 }
 
-// Wait waits for every connection started with ServeConn to end.
-func (s *Server) Wait() { s.wg.Wait() }
-
-// Shutdown stops the connections started with ServeConn (Serve does it itself when its context
-// ends).
-func (s *Server) Shutdown() { s.shutdown() }
-
 // ServeStream serves one already-connected stream (for tests and fuzzing: any
 // io.ReadWriter). It returns when the client disconnects or the stream ends.
 func (s *Server) ServeStream(rw io.ReadWriter) error {

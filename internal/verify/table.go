@@ -204,9 +204,3 @@ func loadTrack(path string) (Identity, *table, error) {
 	}
 	return id, t, nil
 }
-
-// LoadTrackIdentity reads only the identity of a track file (for tools; does not delete it).
-func LoadTrackIdentity(path string) (Identity, error) {
-	id, _, err := loadTrack(path)
-	return id, err
-}

@@ -447,9 +447,6 @@ func (e *Extent) Blocks() int64 { return e.lay.Blocks }
 // BlockSize is the block size in bytes.
 func (e *Extent) BlockSize() int64 { return e.lay.BlockSize }
 
-// Layout returns the extent's layout.
-func (e *Extent) Layout() Layout { return e.lay }
-
 // Dirty reports the in-memory dirty flag.
 func (e *Extent) Dirty() bool { return e.dirty }
 
