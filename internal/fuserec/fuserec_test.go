@@ -102,14 +102,7 @@ func TestFileOperationsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := pclog.Open(r.opts.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := stopAndOpen(t, r)
 	var kinds []string
 	for _, e := range l.Entries {
 		kinds = append(kinds, fmt.Sprintf("%s@%d+%d", e.Kind, e.Offset, e.Length))
@@ -156,14 +149,7 @@ func TestConcurrentWritesOverlap(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := pclog.Open(r.opts.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := stopAndOpen(t, r)
 	if len(l.Entries) < workers*perWorker {
 		t.Fatalf("%d entries, want at least %d", len(l.Entries), workers*perWorker)
 	}
@@ -248,15 +234,7 @@ func TestExt4ThroughLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	detached = true
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	l, err := pclog.Open(r.opts.Log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := stopAndOpen(t, r)
 	counts := map[pclog.Kind]int{}
 	for _, e := range l.Entries {
 		counts[e.Kind]++
@@ -347,4 +325,18 @@ func TestUnmountOnCancel(t *testing.T) {
 	if b := loopdev.Backing(dev); b != "" && (b == ours || strings.HasPrefix(b, mnt) || b == "/disk.img") {
 		t.Errorf("%s still attached to %s", dev, b)
 	}
+}
+
+// stopAndOpen stops the recorder and opens its log (closed when the test ends).
+func stopAndOpen(t *testing.T, r *Recorder) *pclog.Log {
+	t.Helper()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := pclog.Open(r.opts.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
