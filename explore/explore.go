@@ -27,7 +27,7 @@ type Source struct {
 type Options struct {
 	Model    model.Model
 	Discard  model.DiscardPolicy
-	Strategy string // exhaustive, drop-k, keep-k, sample (default drop-k)
+	Strategy model.Strategy // default model.DropK
 	K        int    // drop-k / keep-k (default 2)
 	States   int    // at most this many states per crash point (0: no limit; sample: 64)
 	Seed     uint64
@@ -126,9 +126,9 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 		return nil, err
 	}
 	if opts.Strategy == "" {
-		opts.Strategy = string(model.DropK)
+		opts.Strategy = model.DropK
 	}
-	strat, err := model.ParseStrategy(opts.Strategy)
+	strat, err := model.ParseStrategy(string(opts.Strategy))
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Model: opts.Model.String(), Strategy: opts.Strategy, CrashPoints: len(pts), Violations: []Found{}}
+	rep := &Report{Model: opts.Model.String(), Strategy: string(opts.Strategy), CrashPoints: len(pts), Violations: []Found{}}
 	blind := false
 	if mb, ok := chk.(MarkBlind); ok {
 		blind = mb.IgnoresMarks()

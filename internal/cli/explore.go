@@ -44,7 +44,8 @@ func (f *exploreFlags) options() (explore.Options, error) {
 	if err != nil {
 		return explore.Options{}, usagef("--model: %v", err)
 	}
-	if _, err := model.ParseStrategy(f.strategy); err != nil {
+	strat, err := model.ParseStrategy(f.strategy)
+	if err != nil {
 		return explore.Options{}, usagef("--strategy: %v", err)
 	}
 	pol, err := model.ParseDiscardPolicy(f.discard)
@@ -54,7 +55,7 @@ func (f *exploreFlags) options() (explore.Options, error) {
 	if f.jobs < 1 || f.states < 0 || f.k < 1 {
 		return explore.Options{}, usagef("--jobs and --k must be at least 1, --states at least 0")
 	}
-	return explore.Options{Model: m, Strategy: f.strategy, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
+	return explore.Options{Model: m, Strategy: strat, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
 		FromMark: f.fromMark, ToMark: f.toMark, Jobs: f.jobs}, nil
 }
 

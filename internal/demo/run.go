@@ -40,7 +40,7 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 type RunOptions struct {
 	Config   Config
 	Model    model.Model
-	Strategy string
+	Strategy model.Strategy
 	K        int
 	States   int
 	Seed     uint64 // exploration seed (sample strategy)
