@@ -6,6 +6,7 @@ package explore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -28,8 +29,8 @@ type Options struct {
 	Model    model.Model
 	Discard  model.DiscardPolicy
 	Strategy model.Strategy // default model.DropK
-	K        int    // drop-k / keep-k (default 2)
-	States   int    // at most this many states per crash point (0: no limit; sample: 64)
+	K        int            // drop-k / keep-k (default 2)
+	States   int            // at most this many states per crash point (0: no limit; sample: 64)
 	Seed     uint64
 	FromMark string
 	ToMark   string
@@ -72,9 +73,62 @@ type Checker interface {
 	Check(ctx context.Context, c *Candidate) ([]Violation, error)
 }
 
-// MarkBlind is implemented by checkers whose verdict does not depend on the mark context
-// (fsck): their states are deduplicated by image alone.
-type MarkBlind interface{ IgnoresMarks() bool }
+// Reads says what a checker's verdict depends on besides the crash image. Explore checks each
+// distinct (image, what the checker reads) once: a checker that reads only the image runs once per
+// distinct image, one that reads the last mark once per (image, last mark), and one that reads
+// the marks once per (image, last mark, covered marks).
+type Reads uint8
+
+const (
+	// ReadsMarks (the zero value, and what a checker that declares nothing is assumed to read):
+	// the last mark issued before the crash point and the marks the state covers.
+	ReadsMarks Reads = iota
+	// ReadsImage: the verdict depends on the image alone (fsck).
+	ReadsImage
+	// ReadsLastMark: the image and the last mark issued before the crash point (what the
+	// application had been promised), not the covered marks.
+	ReadsLastMark
+)
+
+// ParseReads parses image|last-mark|marks.
+func ParseReads(s string) (Reads, error) {
+	switch s {
+	case "marks", "":
+		return ReadsMarks, nil
+	case "image":
+		return ReadsImage, nil
+	case "last-mark":
+		return ReadsLastMark, nil
+	}
+	return 0, fmt.Errorf("%w %q (want image, last-mark or marks)", ErrUnknownReads, s)
+}
+
+func (r Reads) String() string {
+	switch r {
+	case ReadsImage:
+		return "image"
+	case ReadsLastMark:
+		return "last-mark"
+	}
+	return "marks"
+}
+
+// ContextReader is implemented by checkers that declare what they read (see Reads).
+type ContextReader interface{ Reads() Reads }
+
+// ReadsOf returns what chk declares it reads (ReadsMarks when it declares nothing).
+func ReadsOf(chk Checker) Reads {
+	if cr, ok := chk.(ContextReader); ok {
+		return cr.Reads()
+	}
+	return ReadsMarks
+}
+
+// ErrUnknownReads: a context name ParseReads does not know.
+var ErrUnknownReads = errors.New("unknown checker context")
+
+// ErrNoModel: Options.Model was not set.
+var ErrNoModel = errors.New("no durability model given")
 
 // Found is a violation of one state.
 type Found struct {
@@ -121,7 +175,7 @@ type result struct {
 // deterministic order as soon as all earlier states are checked.
 func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViolation func(Found)) (*Report, error) {
 	start := time.Now()
-	h, err := model.FromLog(src.Log)
+	h, err := history(&src)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +187,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 		return nil, err
 	}
 	if opts.Model == 0 {
-		return nil, fmt.Errorf("no model given")
+		return nil, ErrNoModel
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = 1
@@ -143,10 +197,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 		return nil, err
 	}
 	rep := &Report{Model: opts.Model.String(), Strategy: string(opts.Strategy), CrashPoints: len(pts), Violations: []Found{}}
-	blind := false
-	if mb, ok := chk.(MarkBlind); ok {
-		blind = mb.IgnoresMarks()
-	}
+	reads := ReadsOf(chk)
 	hs := newHasher(&src, h)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -251,7 +302,10 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				}
 				covered := e.CoveredMarks(st)
 				dk := fmt.Sprintf("%x.%x", k.a, k.b)
-				if !blind {
+				switch reads {
+				case ReadsLastMark:
+					dk += "|" + p.LastMark
+				case ReadsMarks:
 					dk += "|" + p.LastMark + "|" + strings.Join(covered, ",")
 				}
 				if s, dup := seen[dk]; dup {
@@ -317,7 +371,7 @@ func images(src *Source, h *model.History, ext map[uint16]*model.Overlay) map[ui
 
 // Materialize rebuilds the images of one state from its ID.
 func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidate, error) {
-	h, err := model.FromLog(src.Log)
+	h, err := history(&src)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -337,7 +391,7 @@ func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidat
 
 // PrefixToMark rebuilds the images of the prefix of the log up to and including mark name.
 func PrefixToMark(src Source, name string) (map[uint16]*image.Image, error) {
-	h, err := model.FromLog(src.Log)
+	h, err := history(&src)
 	if err != nil {
 		return nil, err
 	}

@@ -298,3 +298,75 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// countingChecker counts its checks and declares what it reads.
+type countingChecker struct {
+	mu    sync.Mutex
+	n     int
+	reads Reads
+}
+
+func (c *countingChecker) Check(context.Context, *Candidate) ([]Violation, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return nil, nil
+}
+
+type declaring struct{ *countingChecker }
+
+func (d declaring) Reads() Reads { return d.reads }
+
+// A checker is run once per distinct (image, what it declares it reads): a write of the bytes
+// already there changes the covered marks of a state without changing its image or its last
+// mark, so a checker that reads only the last mark is not re-run on it, and one that reads only
+// the image is run once per image.
+func TestDedupByWhatTheCheckerReads(t *testing.T) {
+	r, path := newRec(t, record.NewMemStore(devSize))
+	dev := r.Device(0)
+	if err := dev.WriteAt(make([]byte, 512), 0, false); err != nil { // rewrites the zeros there
+		t.Fatal(err)
+	}
+	if err := r.Mark("m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.WriteAt(fill(0xBB, 512), 512, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Mark("m2"); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	l, err := pclog.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	run := func(chk Checker) *Report {
+		rep, err := Explore(context.Background(), Source{Log: l}, Options{Model: model.Reorder, Strategy: model.Exhaustive}, chk, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	counts := map[Reads]int{}
+	for _, rd := range []Reads{ReadsMarks, ReadsLastMark, ReadsImage} {
+		c := &countingChecker{}
+		c.reads = rd
+		rep := run(declaring{c})
+		if rep.Checked != c.n {
+			t.Errorf("%s: report says %d checked, checker ran %d times", rd, rep.Checked, c.n)
+		}
+		counts[rd] = c.n
+	}
+	undeclared := &countingChecker{}
+	run(undeclared)
+	t.Logf("checks: marks %d, last-mark %d, image %d, undeclared %d", counts[ReadsMarks], counts[ReadsLastMark], counts[ReadsImage], undeclared.n)
+	if undeclared.n != counts[ReadsMarks] {
+		t.Errorf("a checker that declares nothing ran %d times, want %d (as marks)", undeclared.n, counts[ReadsMarks])
+	}
+	if !(counts[ReadsImage] < counts[ReadsLastMark] && counts[ReadsLastMark] < counts[ReadsMarks]) {
+		t.Errorf("checks per context: image %d, last-mark %d, marks %d: want strictly fewer the less a checker reads",
+			counts[ReadsImage], counts[ReadsLastMark], counts[ReadsMarks])
+	}
+}

@@ -1,7 +1,12 @@
 package explore
 
 import (
+	"bytes"
+	"io"
 	"sort"
+	"sync"
+
+	"github.com/powercut/powercut/model"
 
 	"github.com/powercut/powercut/pclog"
 )
@@ -10,4 +15,51 @@ const pclogWrite = pclog.KindWrite
 
 func sortRanges(rs [][2]int64) {
 	sort.Slice(rs, func(i, j int) bool { return rs[i][0] < rs[j][0] })
+}
+
+// baseZero tells the model which base ranges read as zeros (a device without a base image is
+// all zeros), so a discard whose kept content would be zeros is not a choice. Answers are cached:
+// the walk asks again for a discard at every crash point until it settles.
+func baseZero(src *Source) func(dev uint16, off, n int64) bool {
+	var mu sync.Mutex
+	cache := map[[3]int64]bool{}
+	buf, zeros := make([]byte, 1<<20), make([]byte, 1<<20)
+	return func(dev uint16, off, n int64) bool {
+		base := src.Bases[dev]
+		if base == nil {
+			return true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		k := [3]int64{int64(dev), off, n}
+		if z, ok := cache[k]; ok {
+			return z
+		}
+		z := true
+		for done := int64(0); done < n && z; {
+			b := buf[:min(int64(len(buf)), n-done)]
+			m, err := base.ReadAt(b, off+done)
+			if err != nil && err != io.EOF {
+				z = false // unreadable: never assume zeros
+				break
+			}
+			z = bytes.Equal(b[:m], zeros[:m])
+			if m < len(b) {
+				break // past the end of a short base: zeros, as the image reads it
+			}
+			done += int64(m)
+		}
+		cache[k] = z
+		return z
+	}
+}
+
+// history builds the model's history of a source, telling it where the bases read as zeros.
+func history(src *Source) (*model.History, error) {
+	h, err := model.FromLog(src.Log)
+	if err != nil {
+		return nil, err
+	}
+	h.BaseZero = baseZero(src)
+	return h, nil
 }

@@ -2,7 +2,9 @@ package model
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 )
 
@@ -33,7 +35,7 @@ func ParseStrategy(s string) (Strategy, error) {
 			return Strategy(s), nil
 		}
 	}
-	return "", fmt.Errorf("unknown strategy %q (want one of %s)", s, strings.Join(Strategies(), ", "))
+	return "", fmt.Errorf("%w %q (want one of %s)", ErrUnknownStrategy, s, strings.Join(Strategies(), ", "))
 }
 
 // EnumOptions tunes enumeration at one crash point.
@@ -168,40 +170,97 @@ func (e *Epoch) valid(st *State) bool {
 	return err == nil
 }
 
+// ExhaustiveLimit is the number of states per crash point beyond which Exhaustive does not walk
+// the whole space: it caps the point, enumerating the states with the fewest changes first
+// (spread over every choice, as drop-k does with Max), and reports the point as truncated.
+const ExhaustiveLimit = 1 << 16
+
+// change is one choice differing from a strategy's base state: dimension d takes option o.
+type change struct{ d, o int }
+
+// enumerator emits the states of one crash point, counting them against opt.Max.
+type enumerator struct {
+	e         *Epoch
+	ds        []dim
+	max       int // 0: no limit
+	count     int
+	truncated bool
+	stopped   bool
+	yield     func(*State) bool
+}
+
+// emit builds and yields the state of choice; it returns false when the enumeration must stop
+// (the limit is reached or yield asked to stop).
+func (en *enumerator) emit(choice []int) bool {
+	if en.stopped {
+		return false
+	}
+	st := en.e.build(en.ds, choice)
+	if !en.e.valid(st) {
+		return true
+	}
+	if en.max > 0 && en.count >= en.max {
+		en.truncated, en.stopped = true, true
+		return false
+	}
+	en.count++
+	if !en.yield(st) {
+		en.stopped = true
+		return false
+	}
+	return true
+}
+
+// left is how many more states the limit allows (-1: no limit).
+func (en *enumerator) left() int {
+	if en.max <= 0 {
+		return -1
+	}
+	return en.max - en.count
+}
+
 // States enumerates the states of this crash point, calling yield for each until it returns
-// false. It reports whether the enumeration was cut short by opt.Max.
+// false. It reports whether the enumeration was cut short: by opt.Max, or by ExhaustiveLimit for
+// an exhaustive space larger than that.
+//
+// Strategies: Exhaustive walks every combination of choices. DropK starts from "everything
+// landed, whole, in completion order" and makes up to K changes (drop an op, tear it, keep a
+// discarded range, flip a concurrent pair, carry newer content). KeepK starts from "nothing
+// possibly-persisted landed", lands up to K of those ops, and on top makes up to K changes among
+// the ops that landed (tear, keep a discarded range, flip a pair both of whose ops landed). With
+// a Max smaller than a level's size, the states of that level are spread evenly over all its
+// combinations (every op has its turn), fewer changes first. Sample draws seeded random states.
 func (e *Epoch) States(opt EnumOptions, yield func(*State) bool) (truncated bool, err error) {
+	if _, err := ParseStrategy(string(opt.Strategy)); err != nil {
+		return false, err
+	}
 	if e.M == Coalesce {
 		return e.coalesceStates(opt, yield)
 	}
 	exh := opt.Strategy == Exhaustive
 	ds := e.dims(exh)
-	count := 0
-	emit := func(choice []int) (stop bool) {
-		st := e.build(ds, choice)
-		if !e.valid(st) {
-			return false
-		}
-		if opt.Max > 0 && count >= opt.Max {
-			truncated = true
-			return true
-		}
-		count++
-		return !yield(st)
-	}
+	en := &enumerator{e: e, ds: ds, max: opt.Max, yield: yield}
 	choice := make([]int, len(ds))
+	K := opt.K
+	if K <= 0 {
+		K = 2
+	}
 	switch opt.Strategy {
 	case Exhaustive:
 		total := 1.0
 		for _, d := range ds {
 			total *= float64(d.n)
 		}
-		if total > 1<<24 {
-			return false, fmt.Errorf("crash point %d: exhaustive enumeration would visit %.3g states (%d choices); use --strategy drop-k, keep-k or sample", e.Point.Index, total, len(ds))
+		if total > ExhaustiveLimit || (opt.Max > 0 && total > float64(opt.Max)) {
+			if en.max <= 0 || en.max > ExhaustiveLimit {
+				en.max = ExhaustiveLimit
+			}
+			en.changes(choice, e.allChanges(ds, choice), len(ds), opt.Seed)
+			return en.truncated || total > float64(en.count), nil
 		}
 		for {
-			if emit(choice) {
-				return truncated, nil
+			if !en.emit(choice) {
+				return en.truncated, nil
 			}
 			k := 0
 			for ; k < len(ds); k++ {
@@ -212,57 +271,15 @@ func (e *Epoch) States(opt EnumOptions, yield func(*State) bool) (truncated bool
 				choice[k] = 0
 			}
 			if k == len(ds) {
-				return truncated, nil
+				return en.truncated, nil
 			}
 		}
-	case DropK, KeepK:
-		K := opt.K
-		if K <= 0 {
-			K = 2
-		}
-		if opt.Strategy == KeepK {
-			for k, d := range ds {
-				if d.kind == dimPending {
-					choice[k] = 1
-				}
-			}
-		}
-		base := append([]int(nil), choice...)
-		// changes: (dim, option) pairs differing from the base
-		type change struct{ d, o int }
-		var chs []change
-		for k, d := range ds {
-			for o := 0; o < d.n; o++ {
-				if o == base[k] || (opt.Strategy == KeepK && d.kind != dimPending) {
-					continue
-				}
-				chs = append(chs, change{k, o})
-			}
-		}
-		if emit(choice) {
-			return truncated, nil
-		}
-		// combinations of 1..K changes on distinct dimensions, in lexicographic order
-		var rec func(start, left int) bool
-		rec = func(start, left int) bool {
-			for c := start; c < len(chs); c++ {
-				ch := chs[c]
-				if choice[ch.d] != base[ch.d] {
-					continue
-				}
-				choice[ch.d] = ch.o
-				if emit(choice) {
-					return true
-				}
-				if left > 1 && rec(c+1, left-1) {
-					return true
-				}
-				choice[ch.d] = base[ch.d]
-			}
-			return false
-		}
-		rec(0, K)
-		return truncated, nil
+	case DropK:
+		en.changes(choice, e.allChanges(ds, choice), K, opt.Seed)
+		return en.truncated, nil
+	case KeepK:
+		e.keepK(en, choice, K, opt.Seed)
+		return en.truncated, nil
 	case Sample:
 		n := opt.Max
 		if n <= 0 {
@@ -270,20 +287,259 @@ func (e *Epoch) States(opt EnumOptions, yield func(*State) bool) (truncated bool
 		}
 		rng := rand.New(rand.NewPCG(opt.Seed, uint64(e.Point.Index)*0x9e3779b97f4a7c15+1))
 		if len(ds) == 0 {
-			emit(choice)
+			en.emit(choice)
 			return false, nil
 		}
-		for tries := 0; count < n && tries < 4*n; tries++ {
+		for tries := 0; en.count < n && tries < 4*n; tries++ {
 			for k, d := range ds {
 				choice[k] = rng.IntN(d.n)
 			}
-			if emit(choice) {
-				return truncated, nil
+			if !en.emit(choice) {
+				return false, nil
 			}
 		}
 		return false, nil
 	}
-	return false, fmt.Errorf("unknown strategy %q", opt.Strategy)
+	return false, fmt.Errorf("%w %q", ErrUnknownStrategy, opt.Strategy)
+}
+
+// allChanges lists every (dimension, option) differing from base.
+func (e *Epoch) allChanges(ds []dim, base []int) []change {
+	var chs []change
+	for k, d := range ds {
+		for o := 0; o < d.n; o++ {
+			if o != base[k] {
+				chs = append(chs, change{k, o})
+			}
+		}
+	}
+	return chs
+}
+
+// keepK: nothing possibly-persisted landed, then up to K of them landed, each landed set
+// combined with up to K further changes among the ops that landed.
+func (e *Epoch) keepK(en *enumerator, choice []int, K int, seed uint64) {
+	ds := en.ds
+	var lands []change
+	for k, d := range ds {
+		if d.kind == dimPending {
+			choice[k] = 1
+			lands = append(lands, change{k, 0})
+		}
+	}
+	base := append([]int(nil), choice...)
+	landedAll := func(cur []int, ops ...int) bool {
+		for _, i := range ops {
+			if e.pending[i] && !e.landedIn(ds, cur, i) {
+				return false
+			}
+		}
+		return true
+	}
+	// The other changes a landed set allows: tears of landed ops, discard choices of landed
+	// discards, flips of pairs whose two ops landed, carries of landed writes.
+	others := func(cur []int) []change {
+		var chs []change
+		for k, d := range ds {
+			switch d.kind {
+			case dimPending:
+				if cur[k] == 0 {
+					for o := 2; o < d.n; o++ {
+						chs = append(chs, change{k, o})
+					}
+				}
+			case dimDiscard, dimCarry:
+				if landedAll(cur, d.op) {
+					for o := 1; o < d.n; o++ {
+						chs = append(chs, change{k, o})
+					}
+				}
+			case dimPair:
+				if landedAll(cur, d.pair[0], d.pair[1]) {
+					chs = append(chs, change{k, 1})
+				}
+			}
+		}
+		return chs
+	}
+	// First every landed set alone (spread over the ops when Max is small), then each landed
+	// set with its further changes.
+	var sets [][]int
+	en.levels(choice, base, lands, K, seed, func(cur []int) {
+		sets = append(sets, append([]int(nil), cur...))
+	}, true)
+	if en.stopped {
+		return
+	}
+	for _, cur := range sets {
+		copy(choice, cur)
+		sub := &enumerator{e: e, ds: ds, max: en.left(), yield: en.yield}
+		if sub.max == 0 {
+			en.truncated = true
+			return
+		}
+		sub.levels(choice, cur, others(cur), K, seed, nil, false)
+		en.count += sub.count
+		if sub.stopped {
+			en.truncated = en.truncated || sub.truncated
+			en.stopped = true
+			return
+		}
+	}
+}
+
+// landedIn reports whether op i landed in the choice vector (fixed ops always land).
+func (e *Epoch) landedIn(ds []dim, cur []int, i int) bool {
+	for k, d := range ds {
+		if d.kind == dimPending && d.op == i {
+			return cur[k] != 1
+		}
+	}
+	return true
+}
+
+// changes emits base, then every combination of 1..K changes on distinct dimensions (fewer
+// changes first); a level larger than the remaining limit is spread evenly over its
+// combinations.
+func (en *enumerator) changes(choice []int, chs []change, K int, seed uint64) {
+	en.levels(choice, append([]int(nil), choice...), chs, K, seed, nil, true)
+}
+
+// levels emits (when withBase) the base choice, then the combinations of 1..K changes, level by
+// level; each emitted choice is also passed to also (if set).
+func (en *enumerator) levels(choice, base []int, chs []change, K int, seed uint64, also func([]int), withBase bool) {
+	if withBase {
+		copy(choice, base)
+		if !en.emit(choice) {
+			return
+		}
+		if also != nil {
+			also(choice)
+		}
+	}
+	for L := 1; L <= K && L <= len(chs); L++ {
+		left := en.left()
+		if left == 0 {
+			en.truncated, en.stopped = true, true
+			return
+		}
+		total, ok := binom(len(chs), L)
+		visit := func(c []int) bool {
+			copy(choice, base)
+			for _, x := range c {
+				ch := chs[x]
+				if choice[ch.d] != base[ch.d] {
+					return true // two changes of one dimension: not a combination
+				}
+				choice[ch.d] = ch.o
+			}
+			if !en.emit(choice) {
+				return false
+			}
+			if also != nil {
+				also(choice)
+			}
+			return true
+		}
+		if left < 0 || (ok && total <= uint64(left)) {
+			if !lexCombos(len(chs), L, visit) {
+				return
+			}
+			continue
+		}
+		// Spread: left combinations at evenly spaced ranks (or seeded picks when the count
+		// does not fit in 64 bits); the level is not complete, so the point is truncated.
+		en.truncated = true
+		rng := rand.New(rand.NewPCG(seed, uint64(L)))
+		for j := 0; j < left && !en.stopped; j++ {
+			var c []int
+			if ok {
+				hi, lo := bits.Mul64(uint64(j), total)
+				r, _ := bits.Div64(hi, lo, uint64(left))
+				c = unrank(len(chs), L, r)
+			} else {
+				c = randomCombo(rng, len(chs), L)
+			}
+			if !visit(c) {
+				return
+			}
+		}
+		en.stopped = true
+		return
+	}
+}
+
+// binom is C(n, k), and false when it does not fit in 63 bits.
+func binom(n, k int) (uint64, bool) {
+	if k < 0 || k > n {
+		return 0, true
+	}
+	k = min(k, n-k)
+	r := uint64(1)
+	for i := 1; i <= k; i++ {
+		hi, lo := bits.Mul64(r, uint64(n-k+i))
+		if hi != 0 || lo > 1<<62 {
+			return 0, false
+		}
+		r = lo / uint64(i)
+	}
+	return r, true
+}
+
+// lexCombos calls f with every k-subset of 0..n-1 in lexicographic order until f returns false.
+func lexCombos(n, k int, f func([]int) bool) bool {
+	c := make([]int, k)
+	for i := range c {
+		c[i] = i
+	}
+	for {
+		if !f(c) {
+			return false
+		}
+		i := k - 1
+		for i >= 0 && c[i] == n-k+i {
+			i--
+		}
+		if i < 0 {
+			return true
+		}
+		c[i]++
+		for j := i + 1; j < k; j++ {
+			c[j] = c[j-1] + 1
+		}
+	}
+}
+
+// unrank returns the k-subset of 0..n-1 of lexicographic rank r.
+func unrank(n, k int, r uint64) []int {
+	c := make([]int, 0, k)
+	x := 0
+	for i := 0; i < k; i++ {
+		for v := x; v < n; v++ {
+			cnt, _ := binom(n-v-1, k-i-1)
+			if r < cnt {
+				c = append(c, v)
+				x = v + 1
+				break
+			}
+			r -= cnt
+		}
+	}
+	return c
+}
+
+// randomCombo draws a k-subset of 0..n-1.
+func randomCombo(rng *rand.Rand, n, k int) []int {
+	seen := map[int]bool{}
+	for len(seen) < k {
+		seen[rng.IntN(n)] = true
+	}
+	c := make([]int, 0, k)
+	for v := range seen {
+		c = append(c, v)
+	}
+	slices.Sort(c)
+	return c
 }
 
 // coalesceStates: the device persists the pending operations in order and the crash stops it

@@ -35,22 +35,17 @@ type Epoch struct {
 	unsettled []int // ops painted per state (fixed-but-affected and pending), completion order
 	layer     map[uint16]*LayerSnap
 	cover     map[uint16]uint64
+	fuaDone   map[uint16]uint64
 }
 
 // IsFixed reports whether op i landed whole in every state of this crash point (durable for
 // reorder, torn and coalesce; completed for prefix and flush).
 func (e *Epoch) IsFixed(i int) bool {
 	o := &e.H.Ops[i]
-	if !o.isData() || o.Submit >= e.Point.T || o.Complete >= e.Point.T {
+	if !o.isData() || (o.Kind == pclog.KindDiscard && e.Policy == DiscardKeep) {
 		return false
 	}
-	if o.Kind == pclog.KindDiscard && e.Policy == DiscardKeep {
-		return false
-	}
-	if e.M.prefixLike() {
-		return true
-	}
-	return o.fua() || o.Complete < e.cover[o.Dev]
+	return e.M.landedWhole(o, e.Point.T, e.cover, e.fuaDone)
 }
 
 // Epoch analyses crash point p on its own (a walk from the start of the log to p). To visit
@@ -231,8 +226,16 @@ func (e *Epoch) topo(ops []int, flip map[[2]int]bool) ([]int, error) {
 	return out, nil
 }
 
-// Check validates st against the epoch: every choice must be one the epoch offers.
+// Check validates st against the epoch: every choice must be one the epoch offers. Its errors
+// wrap ErrStateNotAllowed.
 func (e *Epoch) Check(st *State) error {
+	if err := e.check(st); err != nil {
+		return fmt.Errorf("%w: %w", ErrStateNotAllowed, err)
+	}
+	return nil
+}
+
+func (e *Epoch) check(st *State) error {
 	if st.Model != e.M || st.Policy != e.Policy || st.Point != e.Point.Index {
 		return fmt.Errorf("state %s does not belong to crash point %d of model %s", st, e.Point.Index, e.M)
 	}

@@ -52,6 +52,11 @@ func (l *layer) paint(off, n int64, op int, opOff int64, zop int) {
 	}
 }
 
+// segment looks off up in the live layer (see LayerSnap.segment).
+func (l *layer) segment(off int64) (Extent, bool, int64) {
+	return (&LayerSnap{chunk: l.chunk, chunks: l.chunks}).segment(off)
+}
+
 // snapshot freezes the current content; later paints copy the chunks they touch.
 func (l *layer) snapshot() *LayerSnap {
 	s := &LayerSnap{chunk: l.chunk, chunks: append([]*layerChunk(nil), l.chunks...)}

@@ -38,7 +38,7 @@ func ParseModel(s string) (Model, error) {
 			return Model(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown model %q (want one of %s)", s, strings.Join(Models(), ", "))
+	return 0, fmt.Errorf("%w %q (want one of %s)", ErrUnknownModel, s, strings.Join(Models(), ", "))
 }
 
 // prefixLike models land exactly the operations completed before the crash point.
@@ -70,7 +70,7 @@ func ParseDiscardPolicy(s string) (DiscardPolicy, error) {
 	case "keep":
 		return DiscardKeep, nil
 	}
-	return 0, fmt.Errorf("unknown discard policy %q (want zero, keep or either)", s)
+	return 0, fmt.Errorf("%w %q (want zero, keep or either)", ErrUnknownDiscardPolicy, s)
 }
 
 // Op is one operation of a history.
@@ -110,8 +110,12 @@ type History struct {
 	Ops        []Op
 	SectorSize map[uint16]int64
 	DevSize    map[uint16]int64
-	end        uint64 // one past the last sequence number
-	marks      []int  // op indices of the marks, in order
+	// BaseZero, when set, reports whether the base image of device dev reads as zeros over
+	// [off, off+n). It lets a discard whose kept content would be zeros settle (its choice cannot
+	// change the image). Nil: the base is unknown and never assumed zero.
+	BaseZero func(dev uint16, off, n int64) bool
+	end      uint64 // one past the last sequence number
+	marks    []int  // op indices of the marks, in order
 }
 
 // NewHistory builds a history. Ops must be in completion order.
@@ -237,14 +241,14 @@ func (h *History) MarkRange(points []Point, from, to string) ([]Point, error) {
 	if from != "" {
 		i := h.FindMark(from)
 		if i < 0 {
-			return nil, fmt.Errorf("mark %q not in the log", from)
+			return nil, fmt.Errorf("%w: %q", ErrNoSuchMark, from)
 		}
 		lo = h.Ops[i].Complete + 1
 	}
 	if to != "" {
 		i := h.FindMark(to)
 		if i < 0 {
-			return nil, fmt.Errorf("mark %q not in the log", to)
+			return nil, fmt.Errorf("%w: %q", ErrNoSuchMark, to)
 		}
 		hi = h.Ops[i].Complete + 1
 	}
@@ -273,29 +277,41 @@ func (h *History) FindMark(name string) int {
 // End is one past the last sequence number.
 func (h *History) End() uint64 { return h.end }
 
-// Durable reports whether op i is durable at crash point t (rules R1, R2).
-func (h *History) Durable(i int, t uint64) bool {
+// Durable reports whether data op i is durable at crash point t under model m: it landed whole
+// in every state of m at t (rules R1, R2 and, for the in-order models, R8; prefix and flush land
+// everything completed before t).
+func (h *History) Durable(m Model, i int, t uint64) bool {
 	o := &h.Ops[i]
-	if !o.isData() || o.Complete >= t {
+	if !o.isData() {
 		return false
 	}
-	if o.fua() {
-		return true
-	}
-	return o.Complete < h.cover(o.Dev, t)
-}
-
-// cover returns max{sF : F flush on dev, cF < t} (0 if none): ops completed before it are durable.
-func (h *History) cover(dev uint16, t uint64) uint64 {
-	var c uint64
-	for i := range h.Ops {
-		o := &h.Ops[i]
-		if o.Complete >= t {
+	cover, fua := map[uint16]uint64{}, map[uint16]uint64{}
+	for k := range h.Ops {
+		f := &h.Ops[k]
+		if f.Complete >= t {
 			break
 		}
-		if o.Dev == dev && o.isFlush() && o.Submit > c {
-			c = o.Submit
+		if f.isFlush() && f.Submit > cover[f.Dev] {
+			cover[f.Dev] = f.Submit
+		}
+		if f.fua() && f.Complete > fua[f.Dev] {
+			fua[f.Dev] = f.Complete
 		}
 	}
-	return c
+	return m.landedWhole(o, t, cover, fua)
+}
+
+// landedWhole is the one statement of "durable at t": op o completed before t and either the
+// model lands every completed op (prefix, flush), or o is FUA (R2), or a completed flush of its
+// device was submitted after o completed (R1; cover holds, per device, the latest submit point
+// of a flush completed before t), or, on an in-order device (prefix, flush, coalesce), a FUA
+// write of its device completed after o did (R8; fuaDone holds the latest such completion).
+func (m Model) landedWhole(o *Op, t uint64, cover, fuaDone map[uint16]uint64) bool {
+	if o.Complete >= t {
+		return false
+	}
+	if m.prefixLike() || o.fua() || o.Complete < cover[o.Dev] {
+		return true
+	}
+	return m.completionOrdered() && o.Complete < fuaDone[o.Dev]
 }

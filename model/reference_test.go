@@ -170,6 +170,26 @@ func (h *refHist) durable(i, t int) bool {
 	return false
 }
 
+// durableInOrder is durability on an in-order device (models prefix, flush, coalesce): the
+// contract's rules plus "a completed FUA write implies everything before it in the device's order
+// (completion order) persisted too".
+func (h *refHist) durableInOrder(i, t int) bool {
+	if h.durable(i, t) {
+		return true
+	}
+	o := &h.Ops[i]
+	if !o.isData() || o.C >= t {
+		return false
+	}
+	for j := range h.Ops {
+		f := &h.Ops[j]
+		if f.FUA && f.isData() && f.Dev == o.Dev && f.C < t && o.C < f.C {
+			return true
+		}
+	}
+	return false
+}
+
 // refPoints are the crash points of a model, from the contract (doc.go spells them out):
 // prefix: start and after every completion; flush: after every FLUSH/FUA/PREFLUSH completion and
 // the end; reorder/torn/coalesce: just before every such completion, just after every MARK and
@@ -344,7 +364,8 @@ func refPrefixImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bool
 	return cur
 }
 
-// refCoalesceImages is the ZFS-like device of Crucible PR #1798: durable ops land; the
+// refCoalesceImages is the ZFS-like device of Crucible PR #1798: durable ops (durableInOrder:
+// an in-order device has persisted everything before a completed FUA write) land; the
 // possibly-persisted ops are persisted in completion order and the crash stops after any k of
 // them; each landed WRITE holds either its own content or the newest content issued (submitted
 // before t, later in completion order) for exactly its range. Everything is applied in completion
@@ -352,7 +373,7 @@ func refPrefixImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bool
 func refCoalesceImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bool {
 	var pending []int
 	for i := range h.Ops {
-		if h.Ops[i].isData() && h.Ops[i].S < t && !h.durable(i, t) {
+		if h.Ops[i].isData() && h.Ops[i].S < t && !h.durableInOrder(i, t) {
 			pending = append(pending, i)
 		}
 	}
@@ -365,7 +386,7 @@ func refCoalesceImages(h *refHist, t int, pol model.DiscardPolicy) map[refImg]bo
 		cur := map[refImg]bool{{}: true}
 		for i := range h.Ops {
 			o := &h.Ops[i]
-			if !o.isData() || o.S >= t || !(h.durable(i, t) || landed[i]) {
+			if !o.isData() || o.S >= t || !(h.durableInOrder(i, t) || landed[i]) {
 				continue
 			}
 			srcs := []int{i}

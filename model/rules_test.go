@@ -91,8 +91,8 @@ func TestRule_FlushCoversOnlyCompletedBeforeSubmit(t *testing.T) {
 		rFlush(0, 3, 5),   // op2
 	)
 	mh := h.toModel(t)
-	if !mh.Durable(0, 6) || mh.Durable(1, 6) {
-		t.Fatalf("Durable at end: op0 %v (want true), op1 %v (want false)", mh.Durable(0, 6), mh.Durable(1, 6))
+	if !mh.Durable(model.Reorder, 0, 6) || mh.Durable(model.Reorder, 1, 6) {
+		t.Fatalf("Durable at end: op0 %v (want true), op1 %v (want false)", mh.Durable(model.Reorder, 0, 6), mh.Durable(model.Reorder, 1, 6))
 	}
 	for _, m := range []model.Model{model.Reorder, model.Torn} {
 		missing := false
@@ -332,8 +332,8 @@ func TestRule_FlushIsPerDevice(t *testing.T) {
 		rFlush(1, 4, 5),   // op2 flush dev1
 	)
 	mh := h.toModel(t)
-	if mh.Durable(0, 6) || !mh.Durable(1, 6) {
-		t.Fatalf("Durable: dev0 write %v (want false), dev1 write %v (want true)", mh.Durable(0, 6), mh.Durable(1, 6))
+	if mh.Durable(model.Reorder, 0, 6) || !mh.Durable(model.Reorder, 1, 6) {
+		t.Fatalf("Durable: dev0 write %v (want false), dev1 write %v (want true)", mh.Durable(model.Reorder, 0, 6), mh.Durable(model.Reorder, 1, 6))
 	}
 	for _, m := range []model.Model{model.Reorder, model.Torn} {
 		missing := false
@@ -358,8 +358,8 @@ func TestRule_PreflushActsAsFlush(t *testing.T) {
 		rPreflush(rW(0, 1, 1, 4, 5)), // op2 dev0 PREFLUSH write
 	)
 	mh := h.toModel(t)
-	if !mh.Durable(0, 6) || mh.Durable(1, 6) || mh.Durable(2, 6) {
-		t.Fatalf("Durable at end: op0 %v op1 %v op2 %v, want true false false", mh.Durable(0, 6), mh.Durable(1, 6), mh.Durable(2, 6))
+	if !mh.Durable(model.Reorder, 0, 6) || mh.Durable(model.Reorder, 1, 6) || mh.Durable(model.Reorder, 2, 6) {
+		t.Fatalf("Durable at end: op0 %v op1 %v op2 %v, want true false false", mh.Durable(model.Reorder, 0, 6), mh.Durable(model.Reorder, 1, 6), mh.Durable(model.Reorder, 2, 6))
 	}
 	if got := refPointsOf(mh, model.Reorder); fmt.Sprint(got) != "[5 6]" {
 		t.Errorf("reorder points %v, want [5 6] (before the PREFLUSH write completes, end)", got)
@@ -541,5 +541,97 @@ func TestR4_DurableDiscardReadAsPreviousHidesNothing(t *testing.T) {
 				t.Errorf("%s/%s: sector 0 reads %v, want %s", m, pol, l, want)
 			}
 		}
+	}
+}
+
+// (R8) On an in-order device (prefix, flush, coalesce) a completed FUA write means everything
+// before it in the device's order persisted too: no state shows FUA op B landed while the plain
+// write A that completed before it did not. Reorder and torn are not in-order: there A may be lost.
+func TestRule_InOrderFUAPersistsEverythingBefore(t *testing.T) {
+	h := rHist([]int{4, 2},
+		rW(0, 1, 1, 0, 1),       // op0 A: plain write, sector 1
+		rW(1, 0, 1, 2, 3),       // op1: another device, not ordered by dev0's FUA
+		rFUA(rW(0, 0, 1, 4, 5)), // op2 B: FUA write, sector 0
+		rW(0, 2, 1, 6, 7),       // op3: after B, may be lost everywhere
+	)
+	mh := h.toModel(t)
+	if !mh.Durable(model.Coalesce, 0, 8) || mh.Durable(model.Reorder, 0, 8) || mh.Durable(model.Coalesce, 1, 8) {
+		t.Fatalf("Durable at end: op0 coalesce %v (want true), reorder %v (want false); op1 coalesce %v (want false)",
+			mh.Durable(model.Coalesce, 0, 8), mh.Durable(model.Reorder, 0, 8), mh.Durable(model.Coalesce, 1, 8))
+	}
+	for _, m := range []model.Model{model.Coalesce, model.Prefix, model.Flush} {
+		lostOther := false
+		for _, T := range refPoints(h, m) {
+			for _, r := range ruleStates(t, h, m, model.DiscardEither, T) {
+				if r.shows(0, 0, 2, 0) && !r.shows(0, 1, 0, 0) {
+					t.Errorf("%s %s (T=%d): FUA op2 landed but op0, completed before it, did not: %s", m, r.id, T, r.im)
+				}
+				lostOther = lostOther || (r.shows(0, 0, 2, 0) && r.sec(1, 0) == refBase)
+			}
+		}
+		if m == model.Coalesce && !lostOther {
+			t.Errorf("%s: op1 (other device) present in every state with op2: the FUA ordered another device", m)
+		}
+	}
+	lost := false
+	for _, r := range ruleStates(t, h, model.Reorder, model.DiscardEither, 8) {
+		lost = lost || (r.shows(0, 0, 2, 0) && !r.shows(0, 1, 0, 0))
+	}
+	if !lost {
+		t.Errorf("reorder: no end state lost op0 while FUA op2 landed (reorder is not in-order)")
+	}
+}
+
+// (R7, settling) A discard's zero-or-keep choice under policy either exists only where it can
+// change the image: not once a durable rewrite that follows it covers its range (R4 hides it),
+// not where what it would keep reads as zeros anyway, and not for a possibly-persisted discard
+// under reorder/torn (ignored = not landed); coalesce persists in order, so there it stays.
+func TestRule_DiscardChoiceOnlyWhereItMatters(t *testing.T) {
+	epochAt := func(h *refHist, m model.Model, T int, zeroBase bool) *model.Epoch {
+		t.Helper()
+		mh := h.toModel(t)
+		if zeroBase {
+			mh.BaseZero = func(uint16, int64, int64) bool { return true }
+		}
+		for _, p := range mh.Points(m) {
+			if int(p.T) == T {
+				return mh.Epoch(m, model.DiscardEither, p)
+			}
+		}
+		t.Fatalf("T=%d not a crash point of %s", T, m)
+		return nil
+	}
+	// op0 write, op1 discard, op2 flush: the discard is durable over op0's data: a real choice.
+	// Then op3 rewrites the range and op4 flushes: the discard is hidden and settles.
+	h := rHist([]int{2},
+		rW(0, 0, 2, 0, 1),
+		rDiscard(0, 0, 2, 2, 3),
+		rFlush(0, 4, 5),
+		rW(0, 0, 2, 6, 7),
+		rFlush(0, 8, 9),
+		rMark("end", 10),
+	)
+	if e := epochAt(h, model.Reorder, 9, false); fmt.Sprint(e.Discards) != "[1]" {
+		t.Errorf("before the rewrite is durable: discards %v, want [1]", e.Discards)
+	}
+	e := epochAt(h, model.Reorder, 11, false)
+	if len(e.Discards) != 0 || slices.Contains(e.Unsettled(), 1) {
+		t.Errorf("after a durable rewrite covered it: discards %v, unsettled %v; want the discard settled", e.Discards, e.Unsettled())
+	}
+	// A durable discard of a never-written range: a choice over an unknown base, none over zeros.
+	h = rHist([]int{2}, rFUA(rDiscard(0, 0, 2, 0, 1)), rMark("m", 2))
+	if e := epochAt(h, model.Reorder, 3, false); fmt.Sprint(e.Discards) != "[0]" {
+		t.Errorf("unknown base: discards %v, want [0]", e.Discards)
+	}
+	if e := epochAt(h, model.Reorder, 3, true); len(e.Discards) != 0 {
+		t.Errorf("zero base: discards %v, want none (both outcomes read zeros)", e.Discards)
+	}
+	// A possibly-persisted discard: reorder expresses "ignored" as "not landed"; coalesce cannot.
+	h = rHist([]int{2}, rW(0, 0, 2, 0, 1), rDiscard(0, 0, 1, 2, 3), rW(0, 1, 1, 4, 5), rMark("m", 6))
+	if e := epochAt(h, model.Reorder, 7, false); len(e.Discards) != 0 || !slices.Contains(e.Pending, 1) {
+		t.Errorf("reorder: discards %v pending %v; want the discard pending and no separate choice", e.Discards, e.Pending)
+	}
+	if e := epochAt(h, model.Coalesce, 7, false); fmt.Sprint(e.Discards) != "[1]" {
+		t.Errorf("coalesce: discards %v, want [1]", e.Discards)
 	}
 }

@@ -234,35 +234,35 @@ func parseInts(s string) ([]int, error) {
 func ParseState(id string) (*State, error) {
 	fields := strings.Split(strings.TrimSpace(id), ":")
 	if len(fields) < 2 {
-		return nil, fmt.Errorf("state ID %q: want MODEL:POINT[:choices]", id)
+		return nil, fmt.Errorf("%w %q: want MODEL:POINT[:choices]", ErrBadStateID, id)
 	}
 	st := &State{}
 	mname, pol, hasPol := strings.Cut(fields[0], "/")
 	m, err := ParseModel(mname)
 	if err != nil {
-		return nil, fmt.Errorf("state ID %q: %w", id, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrBadStateID, id, err)
 	}
 	st.Model = m
 	if hasPol {
 		if st.Policy, err = ParseDiscardPolicy(pol); err != nil || pol == "either" || pol == "" {
-			return nil, fmt.Errorf("state ID %q: bad discard policy %q", id, pol)
+			return nil, fmt.Errorf("%w %q: bad discard policy %q", ErrBadStateID, id, pol)
 		}
 	}
 	if st.Point, err = strconv.Atoi(fields[1]); err != nil || st.Point < 0 {
-		return nil, fmt.Errorf("state ID %q: bad crash point %q", id, fields[1])
+		return nil, fmt.Errorf("%w %q: bad crash point %q", ErrBadStateID, id, fields[1])
 	}
 	seen := map[byte]bool{}
 	for _, f := range fields[2:] {
 		if f == "" {
-			return nil, fmt.Errorf("state ID %q: empty field", id)
+			return nil, fmt.Errorf("%w %q: empty field", ErrBadStateID, id)
 		}
 		c, rest := f[0], f[1:]
 		if seen[c] || (c == 'd' && seen['k']) || (c == 'k' && seen['d']) {
-			return nil, fmt.Errorf("state ID %q: field %q repeated", id, string(c))
+			return nil, fmt.Errorf("%w %q: field %q repeated", ErrBadStateID, id, string(c))
 		}
 		seen[c] = true
 		if err := st.parseField(c, rest); err != nil {
-			return nil, fmt.Errorf("state ID %q: field %q: %w", id, f, err)
+			return nil, fmt.Errorf("%w %q: field %q: %w", ErrBadStateID, id, f, err)
 		}
 	}
 	st.Normalize()
@@ -335,14 +335,14 @@ func (h *History) Resolve(id string) (*Epoch, *State, error) {
 	}
 	pts := h.Points(st.Model)
 	if st.Point >= len(pts) {
-		return nil, nil, fmt.Errorf("state ID %q: crash point %d does not exist (model %s has %d crash points in this log)", id, st.Point, st.Model, len(pts))
+		return nil, nil, fmt.Errorf("%w: state ID %q: crash point %d does not exist (model %s has %d crash points in this log)", ErrStateNotAllowed, id, st.Point, st.Model, len(pts))
 	}
 	e := h.Epoch(st.Model, st.Policy, pts[st.Point])
 	if st.hasK {
 		keep := map[int]bool{}
 		for _, i := range st.kept {
 			if !e.pending[i] {
-				return nil, nil, fmt.Errorf("state ID %q: op %d is not possibly-persisted at crash point %d", id, i, st.Point)
+				return nil, nil, fmt.Errorf("%w: state ID %q: op %d is not possibly-persisted at crash point %d", ErrStateNotAllowed, id, i, st.Point)
 			}
 			keep[i] = true
 		}

@@ -25,6 +25,7 @@ type Walker struct {
 	nextData int // prefix-like models: next op in completion order
 	nextComp int // ops with completion below the last T, in completion order
 	cover    map[uint16]uint64
+	fuaDone  map[uint16]uint64 // per device: the latest completion of a completed FUA op (R8)
 
 	inR      []bool
 	settled  []bool
@@ -42,7 +43,7 @@ type Walker struct {
 // Walk starts a walk of model m with discard policy pol. Epochs must be requested in increasing
 // crash-point order.
 func (h *History) Walk(m Model, pol DiscardPolicy) *Walker {
-	w := &Walker{h: h, m: m, pol: pol, cover: map[uint16]uint64{}, inR: make([]bool, len(h.Ops)),
+	w := &Walker{h: h, m: m, pol: pol, cover: map[uint16]uint64{}, fuaDone: map[uint16]uint64{}, inR: make([]bool, len(h.Ops)),
 		settled: make([]bool, len(h.Ops)), pairSeed: make([]bool, len(h.Ops)), layers: map[uint16]*layer{}}
 	for dev, size := range h.DevSize {
 		w.layers[dev] = newLayer(size)
@@ -76,14 +77,7 @@ func (w *Walker) pairMaxOf(p [2]int) uint64 {
 
 // fixed reports whether op i (in R) landed whole in every state at t.
 func (w *Walker) fixed(i int, t uint64) bool {
-	o := &w.h.Ops[i]
-	if o.Complete >= t {
-		return false
-	}
-	if w.m.prefixLike() {
-		return true
-	}
-	return o.fua() || o.Complete < w.cover[o.Dev]
+	return w.m.landedWhole(&w.h.Ops[i], t, w.cover, w.fuaDone)
 }
 
 // mustPrecede: d is applied before u in every state.
@@ -106,6 +100,9 @@ func (w *Walker) Epoch(p Point) *Epoch {
 		o := &h.Ops[w.nextComp]
 		if o.isFlush() && o.Submit > w.cover[o.Dev] {
 			w.cover[o.Dev] = o.Submit
+		}
+		if o.fua() && o.Complete > w.fuaDone[o.Dev] {
+			w.fuaDone[o.Dev] = o.Complete
 		}
 	}
 	if w.m.prefixLike() {
@@ -139,9 +136,12 @@ func (w *Walker) Epoch(p Point) *Epoch {
 	w.uns = keep
 
 	e := &Epoch{H: h, M: w.m, Policy: w.pol, Point: p, pending: map[int]bool{}, discards: map[int]bool{}, pairIdx: map[[2]int]bool{},
-		cover: map[uint16]uint64{}, Carries: carriers, Settled: newly}
+		cover: map[uint16]uint64{}, fuaDone: map[uint16]uint64{}, Carries: carriers, Settled: newly}
 	for dev, c := range w.cover {
 		e.cover[dev] = c
+	}
+	for dev, c := range w.fuaDone {
+		e.fuaDone[dev] = c
 	}
 	e.unsettled = append([]int(nil), w.uns...)
 	for _, i := range w.uns {
@@ -150,10 +150,27 @@ func (w *Walker) Epoch(p Point) *Epoch {
 			e.pending[i] = true
 		}
 	}
+	// Discard choices (policy either): a landed discard whose outcome can still change the image;
+	// under coalesce also a possibly-persisted one (the device persists in order, so "landed but
+	// ignored" differs from "not landed"). Under reorder and torn a possibly-persisted discard
+	// that was ignored shows the same image as one that did not land: dropping it is that choice.
+	live := w.discards[:0]
 	for _, i := range w.discards {
+		if w.settled[i] {
+			continue
+		}
+		live = append(live, i)
+		if w.fixed(i, t) {
+			if !w.discardOpen(i, t, w.uns) {
+				continue
+			}
+		} else if w.m != Coalesce {
+			continue
+		}
 		e.Discards = append(e.Discards, i)
 		e.discards[i] = true
 	}
+	w.discards = live
 	for ; w.nextPair < len(w.pairs) && w.pairMax[w.nextPair] < t; w.nextPair++ {
 	}
 	e.Pairs = append([][2]int(nil), w.pairs[:w.nextPair]...)
@@ -206,11 +223,11 @@ func (w *Walker) carries(t uint64) map[int][]int {
 }
 
 // canSettle: op i landed for sure, no choice involves it, and every other unsettled op
-// overlapping it comes after it in every state.
+// overlapping it comes after it in every state. later and stay are the other unsettled ops.
 func (w *Walker) canSettle(i int, t uint64, carriers map[int][]int, later, stay []int) bool {
 	h := w.h
 	o := &h.Ops[i]
-	if !w.fixed(i, t) || w.pairSeed[i] || (o.Kind == pclog.KindDiscard && w.pol == DiscardEither) {
+	if !w.fixed(i, t) || w.pairSeed[i] {
 		return false
 	}
 	if _, c := carriers[i]; c {
@@ -223,7 +240,87 @@ func (w *Walker) canSettle(i int, t uint64, carriers map[int][]int, later, stay 
 			}
 		}
 	}
+	// A landed discard under policy either settles (as zeros) once its choice can no longer
+	// change the image: R4 hides it or what it would keep is zeros anyway.
+	if o.Kind == pclog.KindDiscard && w.pol == DiscardEither && w.discardOpen(i, t, stay, later) {
+		return false
+	}
 	return true
+}
+
+// discardOpen reports whether the zero-or-keep choice of discard i (policy either, landed whole
+// at t) can change the image. A sector of its range is closed when a landed WRITE or
+// WRITE_ZEROES that must come after the discard covers it (R4: the discard is invisible there),
+// or when everything that could lie under the discard there reads as zeros (no unsettled WRITE
+// that may precede it, and the settled layer holds zeros or a base the history knows is zero).
+// A choice whose two outcomes give the same bytes everywhere is not a choice. uns are the other
+// unsettled ops.
+func (w *Walker) discardOpen(i int, t uint64, uns ...[]int) bool {
+	h := w.h
+	d := &h.Ops[i]
+	vis := [][2]int64{{d.Off, d.Off + d.Len}}
+	for _, g := range uns {
+		for _, u := range g {
+			o := &h.Ops[u]
+			if u == i || !d.overlaps(o) || o.Kind == pclog.KindDiscard || !w.fixed(u, t) || !w.mustPrecede(i, u) {
+				continue
+			}
+			vis = cutSpan(vis, o.Off, o.Off+o.Len)
+		}
+	}
+	if len(vis) == 0 {
+		return false
+	}
+	for _, g := range uns {
+		for _, u := range g {
+			o := &h.Ops[u]
+			if u == i || o.Kind != pclog.KindWrite || !d.overlaps(o) || w.mustPrecede(i, u) {
+				continue
+			}
+			for _, v := range vis {
+				if o.Off < v[1] && v[0] < o.Off+o.Len {
+					return true
+				}
+			}
+		}
+	}
+	l := w.layers[d.Dev]
+	for _, v := range vis {
+		for off := v[0]; off < v[1]; {
+			e, ok, next := l.segment(off)
+			if ok {
+				if e.Op != SrcZero {
+					return true
+				}
+				off = e.Off + e.Len
+				continue
+			}
+			end := min(next, v[1])
+			if h.BaseZero == nil || !h.BaseZero(d.Dev, off, end-off) {
+				return true
+			}
+			off = end
+		}
+	}
+	return false
+}
+
+// cutSpan removes [a, b) from a sorted list of disjoint spans.
+func cutSpan(spans [][2]int64, a, b int64) [][2]int64 {
+	var out [][2]int64
+	for _, s := range spans {
+		if b <= s[0] || s[1] <= a {
+			out = append(out, s)
+			continue
+		}
+		if s[0] < a {
+			out = append(out, [2]int64{s[0], a})
+		}
+		if b < s[1] {
+			out = append(out, [2]int64{b, s[1]})
+		}
+	}
+	return out
 }
 
 func paintLayer(l *layer, h *History, i int) {

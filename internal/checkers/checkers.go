@@ -75,7 +75,13 @@ type Command struct {
 	Files
 	Cmd     string
 	Timeout time.Duration // 0: none
+	// Context declares what the command's verdict depends on besides the image (zero value: the
+	// last mark and the covered marks); explore checks each distinct (image, context) once.
+	Context explore.Reads
 }
+
+// Reads implements explore.ContextReader.
+func (k *Command) Reads() explore.Reads { return k.Context }
 
 // Check implements explore.Checker.
 func (k *Command) Check(ctx context.Context, c *explore.Candidate) ([]explore.Violation, error) {
@@ -179,8 +185,8 @@ type Fsck struct {
 	Timeout time.Duration
 }
 
-// IgnoresMarks implements explore.MarkBlind: fsck verdicts depend on the image only.
-func (k *Fsck) IgnoresMarks() bool { return true }
+// Reads implements explore.ContextReader: fsck verdicts depend on the image only.
+func (k *Fsck) Reads() explore.Reads { return explore.ReadsImage }
 
 // NewFsck returns the fsck checker for fs, checking that its tools are installed.
 func NewFsck(fsType string, files Files) (*Fsck, error) {

@@ -90,7 +90,7 @@ type nullChecker struct{}
 func (nullChecker) Check(context.Context, *explore.Candidate) ([]explore.Violation, error) {
 	return nil, nil
 }
-func (nullChecker) IgnoresMarks() bool { return true }
+func (nullChecker) Reads() explore.Reads { return explore.ReadsImage }
 
 // exploreResult is the --json output.
 type exploreResult struct {

@@ -15,6 +15,10 @@ type Checker struct {
 	X *Expect
 }
 
+// Reads implements explore.ContextReader: the oracles read the image and the last mark (the
+// acknowledged flush it promised), never the covered marks.
+func (c *Checker) Reads() explore.Reads { return explore.ReadsLastMark }
+
 // Check implements explore.Checker.
 func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
 	img, ok := cand.Images[DeviceID]

@@ -30,11 +30,20 @@ type FSChecker struct {
 	Timeout time.Duration
 	// Env is added to the check's environment (PATH with powercut).
 	Env []string
+	// ScriptReads declares what the script's verdict depends on besides the image (zero value:
+	// the last mark and the covered marks).
+	ScriptReads explore.Reads
 }
 
-// IgnoresMarks implements explore.MarkBlind: without a check script the verdict depends on the
-// image alone, so identical images are checked once whatever their marks.
-func (k *FSChecker) IgnoresMarks() bool { return k.Script == "" }
+// Reads implements explore.ContextReader: without a check script the verdict depends on the
+// image alone, so identical images are checked once whatever their marks; with one, what
+// ScriptReads declares.
+func (k *FSChecker) Reads() explore.Reads {
+	if k.Script == "" {
+		return explore.ReadsImage
+	}
+	return k.ScriptReads
+}
 
 // Check implements explore.Checker.
 func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []explore.Violation, err error) {

@@ -54,8 +54,9 @@ func NewExploreChecker(trackFile string) (explore.Checker, error) {
 	return &ExploreChecker{id: id, trackFile: trackFile, idx: map[*pclog.Log]*logIndex{}}, nil
 }
 
-// IgnoresMarks is false: the flush promise depends on the last mark.
-func (c *ExploreChecker) IgnoresMarks() bool { return false }
+// Reads implements explore.ContextReader: the flush promise depends on the last mark; covered
+// marks are not read.
+func (c *ExploreChecker) Reads() explore.Reads { return explore.ReadsLastMark }
 
 type opBlock struct {
 	op    int
