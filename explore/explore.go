@@ -55,10 +55,21 @@ type Candidate struct {
 	CoveredMarks []string
 	Reason       string
 	Images       map[uint16]*image.Image
-	Epoch        *model.Epoch
-	State        *model.State
-	Source       *Source
+	// Log and Bases are the recording and the base images the state was built from.
+	Log   *pclog.Log
+	Bases map[uint16]io.ReaderAt
+
+	epoch *model.Epoch
 }
+
+// MayShow returns every content a sector may hold at this candidate's crash point under its
+// model, given the data operations (log indices, completion order) that cover the sector: the
+// model's rules stated per sector (model.Epoch.MayShow). Block-level checkers use it instead of
+// re-deriving durability.
+func (c *Candidate) MayShow(ops []int) []model.Version { return c.epoch.MayShow(ops) }
+
+// Durable reports whether log entry i landed whole in every state of this crash point.
+func (c *Candidate) Durable(i int) bool { return c.epoch.IsFixed(i) }
 
 // Violation is one thing a checker found wrong with a state.
 type Violation struct {
@@ -317,7 +328,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				seen[dk] = seq
 				rep.Distinct++
 				c := &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
-					Reason: p.Reason, Images: images(&src, h, ext), Epoch: e, State: st, Source: &src}
+					Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e}
 				select {
 				case jobs <- job{seq: seq, cand: c}:
 				case <-ctx.Done():
@@ -385,7 +396,7 @@ func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidat
 	}
 	imgs := images(&src, h, ext)
 	c := &Candidate{ID: e.ID(st), Model: st.Model, Point: e.Point, LastMark: e.Point.LastMark, CoveredMarks: e.CoveredMarks(st),
-		Reason: e.Point.Reason, Images: imgs, Epoch: e, State: st, Source: &src}
+		Reason: e.Point.Reason, Images: imgs, Log: src.Log, Bases: src.Bases, epoch: e}
 	return imgs, c, nil
 }
 

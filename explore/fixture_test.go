@@ -42,7 +42,7 @@ type expectChecker struct {
 }
 
 func (c *expectChecker) Check(ctx context.Context, cand *Candidate) ([]Violation, error) {
-	h := cand.Epoch.H
+	h := cand.epoch.H
 	var active []int
 	for i, e := range c.man.Expect {
 		// The crash point must lie after the after_mark entry and no later than right after
@@ -179,7 +179,7 @@ func TestFixtureOracleCatchesLostCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cand = &Candidate{ID: "hand-built", LastMark: p.LastMark, Point: p, Epoch: e, Images: images(&src, h, ext)}
+		cand = &Candidate{ID: "hand-built", LastMark: p.LastMark, Point: p, epoch: e, Images: images(&src, h, ext)}
 	}
 	if cand == nil {
 		t.Fatal("no crash point after fsync-4")

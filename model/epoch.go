@@ -373,3 +373,70 @@ func concurrentOverlaps(h *History, rel []int) [][2]int {
 	})
 	return out
 }
+
+// Version is one content a sector may hold in some state of a crash point.
+type Version struct {
+	// Src is where the bytes come from: a WRITE op's data (op index), SrcZero or SrcBase.
+	Src int
+	// Op is the operation that put them there (-1 for the base); for a coalesce carry, the
+	// earlier write whose range holds the later write Src's content.
+	Op int
+	// Durable: Op landed whole in every state of the crash point.
+	Durable bool
+	// Carried: coalesce, Op carries the content of the later write Src.
+	Carried bool
+}
+
+// MayShow returns every content a sector may hold at this crash point, given ops: the data
+// operations of its device that cover it, in completion order (the caller's index of the
+// recording, so the cost is theirs). It is the per-sector statement of the rules: an op may show
+// if it landed or may have (R1–R3, R8), unless a landed op that overwrites (not a discard the
+// device may ignore) must come after it (R4); a DISCARD shows zeros or, when the device may
+// ignore it, lets what was under it through (R7); WRITE_ZEROES shows zeros; the base shows when
+// nothing landed overwrites it; under coalesce a landed write may show a later write's content.
+// Every content a state of this crash point shows is in the list (soundness, pinned by the
+// property tests against the reference).
+func (e *Epoch) MayShow(ops []int) []Version {
+	h := e.H
+	overwrites := func(i int) bool {
+		o := &h.Ops[i]
+		return e.IsFixed(i) && !(o.Kind == pclog.KindDiscard && e.Policy != DiscardZero)
+	}
+	var out []Version
+	baseOK := true
+	for _, i := range ops {
+		o := &h.Ops[i]
+		if overwrites(i) {
+			baseOK = false
+		}
+		fixed := e.IsFixed(i)
+		if !fixed && !e.pending[i] {
+			continue
+		}
+		if o.Kind == pclog.KindDiscard && e.Policy == DiscardKeep {
+			continue
+		}
+		superseded := false
+		for _, d := range ops {
+			if d != i && overwrites(d) && e.M.mustPrecede(o, &h.Ops[d]) {
+				superseded = true
+				break
+			}
+		}
+		if superseded {
+			continue
+		}
+		src := i
+		if o.Kind != pclog.KindWrite {
+			src = SrcZero
+		}
+		out = append(out, Version{Src: src, Op: i, Durable: fixed})
+		for _, j := range e.Carries[i] {
+			out = append(out, Version{Src: j, Op: i, Carried: true})
+		}
+	}
+	if baseOK {
+		out = append(out, Version{Src: SrcBase, Op: -1})
+	}
+	return out
+}

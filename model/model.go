@@ -301,6 +301,15 @@ func (h *History) Durable(m Model, i int, t uint64) bool {
 	return m.landedWhole(o, t, cover, fua)
 }
 
+// mustPrecede: whenever both d and u land, d is applied before u (R5: d completed before u was
+// submitted; an in-order model applies in completion order).
+func (m Model) mustPrecede(d, u *Op) bool {
+	if m.completionOrdered() {
+		return d.Complete < u.Complete
+	}
+	return d.before(u)
+}
+
 // landedWhole is the one statement of "durable at t": op o completed before t and either the
 // model lands every completed op (prefix, flush), or o is FUA (R2), or a completed flush of its
 // device was submitted after o completed (R1; cover holds, per device, the latest submit point

@@ -89,6 +89,7 @@ func propCheckModel(t *rapid.T, m model.Model, c *propCounts) {
 				propRoundTrip(t, h, mh, e, sts[k], raw)
 			}
 		}
+		propMayShow(t, h, e, ims, norm)
 		c.states += len(sts)
 		c.images += len(ref)
 		for im := range ref {
@@ -258,4 +259,52 @@ func refLiteralAllows(h *refHist, pol model.DiscardPolicy, t, o, dev, sec int) b
 		}
 	}
 	return d < 0 || o == d || !(h.Ops[o].C < h.Ops[d].S)
+}
+
+// propMayShow: Epoch.MayShow, the per-sector statement of the rules that checkers (explore
+// --verify) use, allows every sector version any exhaustive state shows (soundness: a checker
+// built on it raises no false violation), and every version it allows is shown by some state
+// (tightness: it misses nothing the model rules out), up to discards whose kept and zeroed
+// contents read the same.
+func propMayShow(t *rapid.T, h *refHist, e *model.Epoch, ims []refImg, norm func(refImg) refImg) {
+	for d, n := range h.DevSec {
+		for s := 0; s < n; s++ {
+			var ops []int
+			for i := range h.Ops {
+				if h.Ops[i].isData() && h.Ops[i].covers(d, s) {
+					ops = append(ops, i)
+				}
+			}
+			allowed := map[int16]bool{}
+			for _, v := range e.MayShow(ops) {
+				var im refImg
+				switch {
+				case v.Src == model.SrcBase:
+					im[0] = refBase
+				case v.Src == model.SrcZero:
+					im[0] = refZero
+				default:
+					im[0] = refVer(v.Src, s-h.Ops[v.Op].Off)
+				}
+				allowed[norm(im)[0]] = true
+			}
+			shown := map[int16]bool{}
+			for _, raw := range ims {
+				var im refImg
+				im[0] = raw[d*refDevStride+s]
+				v := norm(im)[0]
+				shown[v] = true
+				if !allowed[v] {
+					t.Fatalf("MayShow UNSOUND: %s/%s point %d (T=%d): dev %d sector %d shows %s in some state; MayShow(%v) allows %v\n%s",
+						e.M, e.Policy, e.Point.Index, e.Point.T, d, s, refVerName(v), ops, e.MayShow(ops), h)
+				}
+			}
+			for v := range allowed {
+				if !shown[v] {
+					t.Fatalf("MayShow LOOSE: %s/%s point %d (T=%d): dev %d sector %d: MayShow(%v) allows %s, no state shows it\n%s",
+						e.M, e.Policy, e.Point.Index, e.Point.T, d, s, ops, refVerName(v), h)
+				}
+			}
+		}
+	}
 }

@@ -82,11 +82,7 @@ func (w *Walker) fixed(i int, t uint64) bool {
 
 // mustPrecede: d is applied before u in every state.
 func (w *Walker) mustPrecede(d, u int) bool {
-	od, ou := &w.h.Ops[d], &w.h.Ops[u]
-	if w.m.completionOrdered() {
-		return od.Complete < ou.Complete
-	}
-	return od.before(ou)
+	return w.m.mustPrecede(&w.h.Ops[d], &w.h.Ops[u])
 }
 
 // Epoch advances to crash point p and returns its epoch.

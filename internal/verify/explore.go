@@ -176,75 +176,22 @@ type source struct {
 	note string
 }
 
-func prefixLike(m model.Model) bool {
-	return m == model.Prefix || m == model.Flush
-}
-
-// allowed returns the contents block b of dev may show in candidate c, following the model's
-// rules: for prefix-like models the newest landed operation (a discard under policy either
-// also lets the previous content through); for reorder/torn every landed or possibly-persisted
-// operation that no durable overwrite submitted after its completion has superseded, and the
-// base only when no durable operation overwrote the block.
+// allowed returns the contents block b of dev may show in candidate c: the model's own answer
+// (model.Epoch.MayShow, the per-sector statement of its rules) for the operations that wrote the
+// block.
 func (x *logIndex) allowed(c *explore.Candidate, dev uint16, b int64) []source {
-	e := c.Epoch
-	ents := x.log.Entries
-	ops := x.ops[dev][b]
-	fixed := e.IsFixed
-	srcOf := func(i int, note string) source {
-		if ents[i].Kind == pclog.KindWrite {
-			return source{op: i, note: note}
-		}
-		return source{op: model.SrcZero, note: note}
-	}
 	var out []source
-	if prefixLike(c.Model) {
-		for k := len(ops) - 1; k >= 0; k-- {
-			i := ops[k]
-			if !fixed(i) {
-				continue
-			}
-			out = append(out, srcOf(i, "landed"))
-			for _, j := range e.Carries[i] {
-				out = append(out, source{op: j, note: "coalesced"})
-			}
-			if !(ents[i].Kind == pclog.KindDiscard && e.Policy == model.DiscardEither) {
-				return out
-			}
-		}
-		return append(out, source{op: model.SrcBase, note: "base"})
-	}
-	overwrites := func(i int) bool {
-		return fixed(i) && !(ents[i].Kind == pclog.KindDiscard && e.Policy == model.DiscardEither)
-	}
-	baseOK := true
-	for _, i := range ops {
-		if overwrites(i) {
-			baseOK = false
-		}
-		if !fixed(i) && !e.IsPending(i) {
-			continue
-		}
-		superseded := false
-		for _, d := range ops {
-			if d != i && overwrites(d) && ents[i].Complete < ents[d].Submit {
-				superseded = true
-				break
-			}
-		}
-		if superseded {
-			continue
-		}
+	for _, v := range c.MayShow(x.ops[dev][b]) {
 		note := "possibly persisted"
-		if fixed(i) {
+		switch {
+		case v.Src == model.SrcBase:
+			note = "base"
+		case v.Carried:
+			note = "coalesced"
+		case v.Durable:
 			note = "durable"
 		}
-		out = append(out, srcOf(i, note))
-		for _, j := range e.Carries[i] {
-			out = append(out, source{op: j, note: "coalesced"})
-		}
-	}
-	if baseOK {
-		out = append(out, source{op: model.SrcBase, note: "base"})
+		out = append(out, source{op: v.Src, note: note})
 	}
 	return out
 }
@@ -268,10 +215,10 @@ func (x *logIndex) content(s source, base io.ReaderAt, boff, bs int64, buf []byt
 
 // Check implements explore.Checker.
 func (c *ExploreChecker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
-	if cand.Source == nil || cand.Source.Log == nil || cand.Epoch == nil {
-		return nil, fmt.Errorf("verify checker: the candidate carries no recording (needs explore.Candidate.Source and Epoch)")
+	if cand.Log == nil {
+		return nil, fmt.Errorf("verify checker: the candidate carries no recording")
 	}
-	x, err := c.index(cand.Source.Log)
+	x, err := c.index(cand.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +247,7 @@ func (c *ExploreChecker) Check(ctx context.Context, cand *explore.Candidate) ([]
 		}
 		d, _ := x.log.Header.Device(dev)
 		ss := int64(d.SectorSize)
-		base := cand.Source.Bases[dev]
+		base := cand.Bases[dev]
 		for b := int64(0); b < nblocks; b++ {
 			if err := ctx.Err(); err != nil {
 				return nil, err

@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -101,14 +102,11 @@ func TestExploreCheckerModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	pts := h.Points(model.Reorder)
-	end := pts[len(pts)-1]
-	e := h.Epoch(model.Reorder, model.DiscardEither, end)
-	st := &model.State{Model: model.Reorder, Policy: model.DiscardEither, Point: end.Index}
-	ext, err := e.Overlay(st)
+	imgs, cand, err := explore.Materialize(explore.Source{Log: l}, fmt.Sprintf("reorder:%d", pts[len(pts)-1].Index))
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := image.New(recSize, nil, image.LogSource{Log: l}, ext[0])
+	good := imgs[0]
 	buf := make([]byte, recSize)
 	if _, err := good.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
@@ -133,8 +131,7 @@ func TestExploreCheckerModel(t *testing.T) {
 		t.Fatal("no block written twice")
 	}
 	copy(buf[victim:], old)
-	cand := &explore.Candidate{ID: "test", Model: model.Reorder, Point: end, Epoch: e, State: st,
-		Source: &explore.Source{Log: l}, Images: map[uint16]*image.Image{0: image.New(recSize, bytes.NewReader(buf), nil, nil)}}
+	cand.Images = map[uint16]*image.Image{0: image.New(recSize, bytes.NewReader(buf), nil, nil)}
 	chk, err := NewExploreChecker(track)
 	if err != nil {
 		t.Fatal(err)

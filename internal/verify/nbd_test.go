@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -24,13 +23,19 @@ func TestCleanRunNbdkit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(sock); err == nil {
+	// The socket file appears before nbdkit accepts on it: retry the connection, bounded.
+	var (
+		tgt     Target
+		name    string
+		closeFn func() error
+		err     error
+	)
+	for i := 0; i < 500; i++ {
+		if tgt, name, closeFn, err = OpenTarget("nbd+unix:///?socket="+sock, TargetOptions{}); err == nil {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	tgt, name, closeFn, err := OpenTarget("nbd+unix:///?socket="+sock, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
