@@ -36,7 +36,33 @@ type Options struct {
 	ToMark   string
 	Jobs     int // parallel checks (default 1)
 	Progress func(Progress)
+	// Minimize says which violations are minimised (see MinimizeMode); MinimizeBudget bounds
+	// the checker runs spent on each (0: 64).
+	Minimize       MinimizeMode
+	MinimizeBudget int
+	// MaxViolations stops the exploration once this many violations were found (0: no limit;
+	// 1: fail fast). The report then says it stopped early.
+	MaxViolations int
 }
+
+// MinimizeMode selects which violations are minimised.
+type MinimizeMode uint8
+
+const (
+	// MinimizeAuto (the default): the first violation of each group when the checker declares
+	// itself cheap (Cheap), none otherwise.
+	MinimizeAuto MinimizeMode = iota
+	// MinimizeOff: none.
+	MinimizeOff
+	// MinimizeFirst: the first violation of each group (oracle, message class).
+	MinimizeFirst
+	// MinimizeEach: every violating state; groups then also split by minimal deviation set.
+	MinimizeEach
+)
+
+// Cheap is implemented by checkers that run in process in milliseconds (the demo's oracles,
+// verify, Go tests): minimising their violations by default costs little.
+type Cheap interface{ Cheap() bool }
 
 // Progress is reported after every check.
 type Progress struct {
@@ -60,6 +86,7 @@ type Candidate struct {
 	Bases map[uint16]io.ReaderAt
 
 	epoch *model.Epoch
+	state *model.State
 }
 
 // MayShow returns every content a sector may hold at this candidate's crash point under its
@@ -146,6 +173,8 @@ type Found struct {
 	StateID  string `json:"state"`
 	LastMark string `json:"last_mark,omitempty"`
 	Reason   string `json:"crash_point"`
+	// CoveredMarks are the marks all of whose preceding writes landed in this state.
+	CoveredMarks []string `json:"covered_marks,omitempty"`
 	Violation
 	// Also counts the other generated states with the same image and mark context (checked
 	// once). It is known only when the exploration ends: set in Report.Violations, zero in the
@@ -167,7 +196,24 @@ type Report struct {
 	// including the first bad one (0: none).
 	FirstBad  int     `json:"states_to_first_violation,omitempty"`
 	Truncated int     `json:"truncated_points,omitempty"`
-	Seconds   float64 `json:"seconds"`
+	// Groups gathers the violations by cause: oracle, message class and (when minimised) the
+	// minimal deviation set, in the order of their first violation.
+	Groups []Group `json:"groups"`
+	// StoppedEarly: MaxViolations was reached; the counts cover what was explored until then.
+	StoppedEarly bool    `json:"stopped_early,omitempty"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// Group is the violations that share a cause.
+type Group struct {
+	Oracle string `json:"oracle"`
+	// Class is the violation's message with its numbers replaced by '#' (MessageClass).
+	Class      string `json:"class"`
+	Violations int    `json:"violations"`
+	States     int    `json:"states"`
+	// First is the group's first violation in result order; Minimal its minimisation, if any.
+	First   Found    `json:"first"`
+	Minimal *Minimal `json:"minimal,omitempty"`
 }
 
 type job struct {
@@ -181,6 +227,9 @@ type result struct {
 	viols []Violation
 	err   error
 }
+
+// groupKey identifies a group before minimisation.
+type groupKey struct{ oracle, class string }
 
 // Explore runs the exploration. onViolation (optional) is called for each violation in
 // deterministic order as soon as all earlier states are checked.
@@ -207,10 +256,11 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Model: opts.Model.String(), Strategy: string(opts.Strategy), CrashPoints: len(pts), Violations: []Found{}}
+	rep := &Report{Model: opts.Model.String(), Strategy: string(opts.Strategy), CrashPoints: len(pts), Violations: []Found{}, Groups: []Group{}}
 	reads := ReadsOf(chk)
 	hs := newHasher(&src, h)
 
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	jobs := make(chan job)
@@ -231,6 +281,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 		collectErr error
 		dupCount   = map[int]int{}
 		violSeq    []int // seq of each entry of rep.Violations
+		violCand   = map[int]*Candidate{}
 		dupMu      sync.Mutex
 		progMu     sync.Mutex
 		prog       = Progress{Points: len(pts)}
@@ -249,6 +300,9 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				}
 				delete(pending, next)
 				next++
+				if rep.StoppedEarly {
+					continue // checks cancelled by the early stop: not results
+				}
 				rep.Checked++
 				if r.err != nil {
 					if collectErr == nil {
@@ -264,12 +318,20 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 					}
 				}
 				for _, v := range r.viols {
-					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, Violation: v}
+					if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations {
+						break
+					}
+					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, CoveredMarks: r.cand.CoveredMarks, Violation: v}
 					rep.Violations = append(rep.Violations, f)
 					violSeq = append(violSeq, r.seq)
+					violCand[r.seq] = r.cand
 					if onViolation != nil {
 						onViolation(f)
 					}
+				}
+				if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations && !rep.StoppedEarly {
+					rep.StoppedEarly = true
+					cancel()
 				}
 				if opts.Progress != nil {
 					progMu.Lock()
@@ -328,7 +390,7 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				seen[dk] = seq
 				rep.Distinct++
 				c := &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
-					Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e}
+					Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e, state: st}
 				select {
 				case jobs <- job{seq: seq, cand: c}:
 				case <-ctx.Done():
@@ -366,10 +428,71 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	if collectErr != nil {
 		return rep, collectErr
 	}
-	if genErr != nil {
+	if genErr != nil && !(rep.StoppedEarly && errors.Is(genErr, context.Canceled) && parent.Err() == nil) {
 		return rep, genErr
 	}
+	if err := groupViolations(parent, &src, h, chk, opts, rep, violSeq, violCand); err != nil {
+		return rep, err
+	}
+	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// groupViolations fills rep.Groups, minimising as opts says.
+func groupViolations(ctx context.Context, src *Source, h *model.History, chk Checker, opts Options, rep *Report, violSeq []int, cands map[int]*Candidate) error {
+	mode := opts.Minimize
+	if mode == MinimizeAuto {
+		mode = MinimizeOff
+		if c, ok := chk.(Cheap); ok && c.Cheap() {
+			mode = MinimizeFirst
+		}
+	}
+	type gstate struct {
+		g      *Group
+		states map[string]bool
+	}
+	var order []string
+	groups := map[string]*gstate{}
+	minimal := map[string]*Minimal{} // by state ID + group key
+	for k, f := range rep.Violations {
+		gk := f.Oracle + "\x00" + MessageClass(f.Detail)
+		var mn *Minimal
+		if mode == MinimizeEach || (mode == MinimizeFirst && groups[gk] == nil) {
+			mk := f.StateID + "\x00" + gk
+			if m, ok := minimal[mk]; ok {
+				mn = m
+			} else {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				m, err := minimize(ctx, src, h, chk, cands[violSeq[k]], f.Violation, opts.MinimizeBudget)
+				if err != nil {
+					return fmt.Errorf("minimise %s: %w", f.StateID, err)
+				}
+				minimal[mk], mn = m, m
+			}
+		}
+		key := gk
+		if mode == MinimizeEach && mn != nil {
+			key += "\x00" + mn.Signature()
+		}
+		gs := groups[key]
+		if gs == nil {
+			gs = &gstate{g: &Group{Oracle: f.Oracle, Class: MessageClass(f.Detail), First: f, Minimal: mn}, states: map[string]bool{}}
+			groups[key] = gs
+			order = append(order, key)
+		}
+		gs.g.Violations++
+		if !gs.states[f.StateID] {
+			gs.states[f.StateID] = true
+			gs.g.States++
+		}
+	}
+	rep.Groups = make([]Group, 0, len(order))
+	for _, k := range order {
+		rep.Groups = append(rep.Groups, *groups[k].g)
+	}
+	return nil
 }
 
 func images(src *Source, h *model.History, ext map[uint16]*model.Overlay) map[uint16]*image.Image {
@@ -396,7 +519,7 @@ func Materialize(src Source, stateID string) (map[uint16]*image.Image, *Candidat
 	}
 	imgs := images(&src, h, ext)
 	c := &Candidate{ID: e.ID(st), Model: st.Model, Point: e.Point, LastMark: e.Point.LastMark, CoveredMarks: e.CoveredMarks(st),
-		Reason: e.Point.Reason, Images: imgs, Log: src.Log, Bases: src.Bases, epoch: e}
+		Reason: e.Point.Reason, Images: imgs, Log: src.Log, Bases: src.Bases, epoch: e, state: st}
 	return imgs, c, nil
 }
 

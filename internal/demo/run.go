@@ -19,6 +19,9 @@ type Checker struct {
 // acknowledged flush it promised), never the covered marks.
 func (c *Checker) Reads() explore.Reads { return explore.ReadsLastMark }
 
+// Cheap implements explore.Cheap: the oracles run in process.
+func (c *Checker) Cheap() bool { return true }
+
 // Check implements explore.Checker.
 func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
 	img, ok := cand.Images[DeviceID]

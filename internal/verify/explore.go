@@ -213,6 +213,9 @@ func (x *logIndex) content(s source, base io.ReaderAt, boff, bs int64, buf []byt
 	return err
 }
 
+// Cheap implements explore.Cheap: the checker reads the blocks in process.
+func (c *ExploreChecker) Cheap() bool { return true }
+
 // Check implements explore.Checker.
 func (c *ExploreChecker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
 	if cand.Log == nil {
