@@ -194,8 +194,8 @@ type Report struct {
 	BadStates   int     `json:"bad_states"`
 	// FirstBad is how many states were checked, in the deterministic result order, up to and
 	// including the first bad one (0: none).
-	FirstBad  int     `json:"states_to_first_violation,omitempty"`
-	Truncated int     `json:"truncated_points,omitempty"`
+	FirstBad  int `json:"states_to_first_violation,omitempty"`
+	Truncated int `json:"truncated_points,omitempty"`
 	// Groups gathers the violations by cause: oracle, message class and (when minimised) the
 	// minimal deviation set, in the order of their first violation.
 	Groups []Group `json:"groups"`

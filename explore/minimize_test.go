@@ -79,13 +79,13 @@ func TestMinimizeAndGroup(t *testing.T) {
 type cheapFunc func(c *Candidate) []Violation
 
 func (f cheapFunc) Check(_ context.Context, c *Candidate) ([]Violation, error) { return f(c), nil }
-func (cheapFunc) Cheap() bool                                                 { return true }
+func (cheapFunc) Cheap() bool                                                  { return true }
 
 func TestMessageClass(t *testing.T) {
 	for in, want := range map[string]string{
 		"block 11: clean bitmap's slot B has hash 266bdaec2c392e3b, the data hashes to 8bbf7f68e8c3b87c": "block #: clean bitmap's slot B has hash #, the data hashes to #",
-		"device 0 block 0x1000: holds version 3 (op 12)":                                                "device # block #: holds version # (op #)",
-		"file-3 missing although fsync-3 was issued\nkernel: ...":                                       "file-# missing although fsync-# was issued",
+		"device 0 block 0x1000: holds version 3 (op 12)":                                                 "device # block #: holds version # (op #)",
+		"file-3 missing although fsync-3 was issued\nkernel: ...":                                        "file-# missing although fsync-# was issued",
 	} {
 		if got := MessageClass(in); got != want {
 			t.Errorf("MessageClass(%q) = %q, want %q", in, got, want)
