@@ -43,7 +43,10 @@ type Minimal struct {
 	// Violation is what the checker reported on the minimal state.
 	Violation Violation `json:"violation"`
 	Reason    string    `json:"crash_point"`
-	LastMark  string    `json:"last_mark,omitempty"`
+	// CrashSeq is the crash point's position in the recording's global order (events numbered
+	// below it happened).
+	CrashSeq uint64 `json:"crash_seq"`
+	LastMark string `json:"last_mark,omitempty"`
 }
 
 // Signature identifies the deviation set (for grouping).
@@ -313,7 +316,7 @@ func minimize(ctx context.Context, src *Source, h *model.History, chk Checker, c
 		}
 	}
 	return &Minimal{StateID: best.ID(bestSt), From: c.ID, Deviations: ds, Explanation: explain(h, best, bestSt, ds),
-		Checks: m.checks, Complete: complete, Violation: m.last, Reason: best.Point.Reason, LastMark: best.Point.LastMark}, nil
+		Checks: m.checks, Complete: complete, Violation: m.last, Reason: best.Point.Reason, CrashSeq: best.Point.T, LastMark: best.Point.LastMark}, nil
 }
 
 // DescribeOp names log entry i the way a storage engineer reads a trace: "op 57 (WRITE 4 KiB at
