@@ -38,7 +38,9 @@ func demoReport(t *testing.T) (string, *explore.Report, *pclog.Log) {
 	t.Cleanup(func() { l.Close() })
 	var buf bytes.Buffer
 	err = WriteHTML(&buf, Input{Title: "demo crucible P1 coalesce", Log: l, LogPath: o.LogPath, Report: o.Report,
-		Replay: func(id string) string { return "powercut replay --log " + o.LogPath + " --state " + id + " --out crash.img" }})
+		Replay: func(id string) string {
+			return "powercut replay --log " + o.LogPath + " --state " + id + " --out crash.img"
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
