@@ -43,7 +43,38 @@ type Options struct {
 	// MaxViolations stops the exploration once this many violations were found (0: no limit;
 	// 1: fail fast). The report then says it stopped early.
 	MaxViolations int
+	// Shard makes this run check only its share of the distinct states: every shard enumerates
+	// every state (cheap) and deduplicates globally, then checks the distinct images whose content
+	// key falls in its share. Merge combines the shards' reports into the unsharded one.
+	Shard Shard
+	// OnChecked (optional) is called for every state this run checks, in result order: a journal
+	// of results that Resume takes back.
+	OnChecked func(Checked) error
+	// Resume holds results an earlier run recorded, by result position: those states are not
+	// checked again, their recorded verdicts count as if checked now.
+	Resume map[int]Checked
 }
+
+// Shard is one share of a sharded exploration: Index in 0..Count-1 (Count 0 or 1: unsharded).
+type Shard struct {
+	Index int `json:"index"`
+	Count int `json:"count"`
+}
+
+func (s Shard) String() string { return fmt.Sprintf("%d/%d", s.Index, s.Count) }
+
+// Checked is the result of checking one distinct state: its position in the deterministic
+// result order (the same in every shard and every run of the same options), its ID and what the
+// checker found.
+type Checked struct {
+	Seq        int         `json:"seq"`
+	StateID    string      `json:"state"`
+	Violations []Violation `json:"violations,omitempty"`
+}
+
+// ErrResumeMismatch: a resumed result does not belong to this exploration (another recording,
+// model or strategy).
+var ErrResumeMismatch = errors.New("the results to resume come from a different exploration")
 
 // MinimizeMode selects which violations are minimised.
 type MinimizeMode uint8
@@ -165,16 +196,25 @@ func ReadsOf(chk Checker) Reads {
 // ErrUnknownReads: a context name ParseReads does not know.
 var ErrUnknownReads = errors.New("unknown checker context")
 
+// ErrBadShard: a shard index outside 0..count-1.
+var ErrBadShard = errors.New("bad shard")
+
 // ErrNoModel: Options.Model was not set.
 var ErrNoModel = errors.New("no durability model given")
 
 // Found is a violation of one state.
 type Found struct {
+	// Seq is the state's position in the deterministic result order (checked states, all
+	// shards): it orders merged reports.
+	Seq      int    `json:"seq"`
 	StateID  string `json:"state"`
 	LastMark string `json:"last_mark,omitempty"`
 	Reason   string `json:"crash_point"`
 	// CoveredMarks are the marks all of whose preceding writes landed in this state.
 	CoveredMarks []string `json:"covered_marks,omitempty"`
+	// Cause is the minimal deviation set of this violation when every violation was minimised
+	// (MinimizeEach): part of its group's key.
+	Cause string `json:"cause,omitempty"`
 	Violation
 	// Also counts the other generated states with the same image and mark context (checked
 	// once). It is known only when the exploration ends: set in Report.Violations, zero in the
@@ -200,8 +240,10 @@ type Report struct {
 	// minimal deviation set, in the order of their first violation.
 	Groups []Group `json:"groups"`
 	// StoppedEarly: MaxViolations was reached; the counts cover what was explored until then.
-	StoppedEarly bool    `json:"stopped_early,omitempty"`
-	Seconds      float64 `json:"seconds"`
+	StoppedEarly bool `json:"stopped_early,omitempty"`
+	// Shard is set when the run checked one share (Options.Shard); Merge combines the shares.
+	Shard   *Shard  `json:"shard,omitempty"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Group is the violations that share a cause.
@@ -222,10 +264,12 @@ type job struct {
 }
 
 type result struct {
-	seq   int
-	cand  *Candidate
-	viols []Violation
-	err   error
+	seq     int
+	cand    *Candidate
+	viols   []Violation
+	err     error
+	skip    bool // another shard checks this state
+	resumed bool // recorded by an earlier run (Options.Resume)
 }
 
 // groupKey identifies a group before minimisation.
@@ -256,7 +300,14 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 	if err != nil {
 		return nil, err
 	}
+	if opts.Shard.Count > 1 && (opts.Shard.Index < 0 || opts.Shard.Index >= opts.Shard.Count) || opts.Shard.Count < 0 {
+		return nil, fmt.Errorf("%w: %s", ErrBadShard, opts.Shard)
+	}
 	rep := &Report{Model: opts.Model.String(), Strategy: string(opts.Strategy), CrashPoints: len(pts), Violations: []Found{}, Groups: []Group{}}
+	if opts.Shard.Count > 1 {
+		sh := opts.Shard
+		rep.Shard = &sh
+	}
 	reads := ReadsOf(chk)
 	hs := newHasher(&src, h)
 
@@ -300,8 +351,8 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				}
 				delete(pending, next)
 				next++
-				if rep.StoppedEarly {
-					continue // checks cancelled by the early stop: not results
+				if rep.StoppedEarly || r.skip {
+					continue // checks cancelled by the early stop, or another shard's: not results
 				}
 				rep.Checked++
 				if r.err != nil {
@@ -311,17 +362,23 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 					}
 					continue
 				}
+				if opts.OnChecked != nil && !r.resumed {
+					if err := opts.OnChecked(Checked{Seq: r.seq, StateID: r.cand.ID, Violations: r.viols}); err != nil && collectErr == nil {
+						collectErr = fmt.Errorf("record the result of state %s: %w", r.cand.ID, err)
+						cancel()
+					}
+				}
 				if len(r.viols) > 0 {
 					rep.BadStates++
 					if rep.FirstBad == 0 {
-						rep.FirstBad = rep.Checked
+						rep.FirstBad = r.seq + 1
 					}
 				}
 				for _, v := range r.viols {
 					if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations {
 						break
 					}
-					f := Found{StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, CoveredMarks: r.cand.CoveredMarks, Violation: v}
+					f := Found{Seq: r.seq, StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, CoveredMarks: r.cand.CoveredMarks, Violation: v}
 					rep.Violations = append(rep.Violations, f)
 					violSeq = append(violSeq, r.seq)
 					violCand[r.seq] = r.cand
@@ -389,13 +446,36 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 				}
 				seen[dk] = seq
 				rep.Distinct++
-				c := &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
-					Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e, state: st}
-				select {
-				case jobs <- job{seq: seq, cand: c}:
-				case <-ctx.Done():
-					serr = ctx.Err()
-					return false
+				mine := opts.Shard.Count <= 1 || int(k.a%uint64(opts.Shard.Count)) == opts.Shard.Index
+				var r *result
+				var c *Candidate
+				if mine {
+					c = &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
+						Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e, state: st}
+					if done, ok := opts.Resume[seq]; ok {
+						if done.StateID != c.ID {
+							serr = fmt.Errorf("%w: result %d was state %s, this run's is %s", ErrResumeMismatch, seq, done.StateID, c.ID)
+							return false
+						}
+						r = &result{seq: seq, cand: c, viols: done.Violations, resumed: true}
+					}
+				} else {
+					r = &result{seq: seq, skip: true}
+				}
+				if r != nil {
+					select {
+					case results <- *r:
+					case <-ctx.Done():
+						serr = ctx.Err()
+						return false
+					}
+				} else {
+					select {
+					case jobs <- job{seq: seq, cand: c}:
+					case <-ctx.Done():
+						serr = ctx.Err()
+						return false
+					}
 				}
 				seq++
 				return true
@@ -474,7 +554,9 @@ func groupViolations(ctx context.Context, src *Source, h *model.History, chk Che
 		}
 		key := gk
 		if mode == MinimizeEach && mn != nil {
-			key += "\x00" + mn.Signature()
+			rep.Violations[k].Cause = mn.Signature()
+			f.Cause = rep.Violations[k].Cause
+			key += "\x00" + f.Cause
 		}
 		gs := groups[key]
 		if gs == nil {
