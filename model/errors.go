@@ -16,5 +16,5 @@ var (
 	// ErrStateNotAllowed: a state ID that parses but names a choice its crash point does not offer.
 	ErrStateNotAllowed = errors.New("state not allowed")
 	// ErrNoSuchMark: a mark name the recording does not hold.
-	ErrNoSuchMark = errors.New("mark not in the log")
+	ErrNoSuchMark = errors.New("not in the log")
 )

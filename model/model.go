@@ -241,14 +241,14 @@ func (h *History) MarkRange(points []Point, from, to string) ([]Point, error) {
 	if from != "" {
 		i := h.FindMark(from)
 		if i < 0 {
-			return nil, fmt.Errorf("%w: %q", ErrNoSuchMark, from)
+			return nil, fmt.Errorf("mark %q %w", from, ErrNoSuchMark)
 		}
 		lo = h.Ops[i].Complete + 1
 	}
 	if to != "" {
 		i := h.FindMark(to)
 		if i < 0 {
-			return nil, fmt.Errorf("%w: %q", ErrNoSuchMark, to)
+			return nil, fmt.Errorf("mark %q %w", to, ErrNoSuchMark)
 		}
 		hi = h.Ops[i].Complete + 1
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -25,6 +24,14 @@ type exploreFlags struct {
 	k, states, jobs          int
 	seed                     uint64
 	fromMark, toMark         string
+
+	minimize           string
+	minimizeBudget     int
+	maxViolations      int
+	failFast           bool
+	shard              string
+	shardCount         int
+	resume, reportHTML string
 }
 
 func (f *exploreFlags) register(c *cobra.Command, defModel string) {
@@ -37,6 +44,43 @@ func (f *exploreFlags) register(c *cobra.Command, defModel string) {
 	c.Flags().IntVar(&f.jobs, "jobs", 1, "check N states in parallel (results keep a deterministic order)")
 	c.Flags().StringVar(&f.fromMark, "from-mark", "", "only crash points after this mark")
 	c.Flags().StringVar(&f.toMark, "to-mark", "", "only crash points up to and including this mark")
+	c.Flags().StringVar(&f.minimize, "minimize", "auto", "minimise violations to the deviations that matter: auto (the first of each group when the checker is in process), off, first, each")
+	c.Flags().IntVar(&f.minimizeBudget, "minimize-budget", 64, "at most N checks spent minimising each violation")
+	c.Flags().IntVar(&f.maxViolations, "max-violations", 0, "stop after N violations (0: no limit)")
+	c.Flags().BoolVar(&f.failFast, "fail-fast", false, "stop at the first violation (--max-violations 1)")
+	c.Flags().StringVar(&f.shard, "shard", "", "check only share INDEX/COUNT of the distinct states (default: from a batch engine's environment: JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID, TEST_SHARD_INDEX, CI_NODE_INDEX); merge the shards' --out files with 'powercut merge'")
+	c.Flags().IntVar(&f.shardCount, "shard-count", 0, "number of shards when the environment gives only an index (Kubernetes Indexed Job; or POWERCUT_SHARDS)")
+	c.Flags().StringVar(&f.resume, "resume", "", "continue an interrupted run from its results file (--out of that run): recorded results are not checked again")
+	c.Flags().StringVar(&f.reportHTML, "report", "", "also write a self-contained HTML report to this file")
+}
+
+// extras maps the understanding and scale-out flags onto opts.
+func (f *exploreFlags) extras(opts *explore.Options) error {
+	switch f.minimize {
+	case "auto", "":
+		opts.Minimize = explore.MinimizeAuto
+	case "off":
+		opts.Minimize = explore.MinimizeOff
+	case "first":
+		opts.Minimize = explore.MinimizeFirst
+	case "each":
+		opts.Minimize = explore.MinimizeEach
+	default:
+		return usagef("--minimize %q: want auto, off, first or each", f.minimize)
+	}
+	if f.minimizeBudget < 1 || f.maxViolations < 0 {
+		return usagef("--minimize-budget must be at least 1, --max-violations at least 0")
+	}
+	opts.MinimizeBudget, opts.MaxViolations = f.minimizeBudget, f.maxViolations
+	if f.failFast {
+		opts.MaxViolations = 1
+	}
+	sh, _, err := resolveShard(f.shard, f.shardCount, os.Getenv)
+	if err != nil {
+		return err
+	}
+	opts.Shard = sh
+	return nil
 }
 
 func (f *exploreFlags) options() (explore.Options, error) {
@@ -55,8 +99,12 @@ func (f *exploreFlags) options() (explore.Options, error) {
 	if f.jobs < 1 || f.states < 0 || f.k < 1 {
 		return explore.Options{}, usagef("--jobs and --k must be at least 1, --states at least 0")
 	}
-	return explore.Options{Model: m, Strategy: strat, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
-		FromMark: f.fromMark, ToMark: f.toMark, Jobs: f.jobs}, nil
+	opts := explore.Options{Model: m, Strategy: strat, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
+		FromMark: f.fromMark, ToMark: f.toMark, Jobs: f.jobs}
+	if err := f.extras(&opts); err != nil {
+		return explore.Options{}, err
+	}
+	return opts, nil
 }
 
 // progress returns a progress callback drawing a bar on w when it is a terminal, and a finish
@@ -110,6 +158,7 @@ func init() {
 			bases             []string
 			asJSON            bool
 			checkTimeout      time.Duration
+			reads             string
 		)
 		c := &cobra.Command{
 			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
@@ -183,33 +232,41 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 					what = "verify " + verifyTrack
 				}
-				var stream *json.Encoder
-				if outPath != "" {
-					f, err := os.Create(outPath)
+				replay := func(id string) string { return replayCommand(logPath, basePaths, id) }
+				if reads != "" {
+					rd, err := explore.ParseReads(reads)
 					if err != nil {
-						return err
+						return usagef("--check-reads: %v", err)
 					}
-					defer f.Close()
-					stream = json.NewEncoder(f)
+					if cc, ok := chk.(*checkers.Command); ok {
+						cc.Context = rd
+					} else {
+						return usagef("--check-reads applies to --check only")
+					}
+				}
+				outs, err := ef.openOutputs(outPath, newRunInfo(logPath, len(l.Entries), opts, what), &opts, replay)
+				if err != nil {
+					return err
 				}
 				prog, finish := progress(env.Stderr)
 				opts.Progress = prog
 				if !asJSON {
 					fmt.Fprintf(env.Stdout, "exploring %s: model %s, strategy %s, discard %s, check %s\n", logPath, opts.Model, opts.Strategy, opts.Discard, what)
+					if n := shardNote(opts.Shard, ""); n != "" {
+						fmt.Fprintf(env.Stdout, "%s\n", n)
+					}
 				}
 				rep, err := explore.Explore(ctx, explore.Source{Log: l, Bases: bm}, opts, chk, func(f explore.Found) {
-					if stream != nil {
-						_ = stream.Encode(struct {
-							explore.Found
-							Replay string `json:"replay"`
-						}{f, replayCommand(logPath, basePaths, f.StateID)})
-					}
+					outs.violation(f)
 					if !asJSON {
 						finishLine(env.Stderr)
 						printViolation(env.Stdout, logPath, basePaths, f)
 					}
 				})
 				finish()
+				if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
+					err = ferr
+				}
 				if err != nil && ctx.Err() != nil && rep != nil {
 					// Interrupted: say what was done before stopping (exit 2).
 					if !asJSON {
@@ -220,20 +277,21 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 				if err != nil {
 					return err
 				}
-				if stream != nil {
-					_ = stream.Encode(struct {
-						Summary *explore.Report `json:"summary"`
-					}{rep})
-				}
 				if asJSON {
 					res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
 					for _, v := range rep.Violations {
-						res.Replay[v.StateID] = replayCommand(logPath, basePaths, v.StateID)
+						res.Replay[v.StateID] = replay(v.StateID)
+					}
+					for _, g := range rep.Groups {
+						if g.Minimal != nil {
+							res.Replay[g.Minimal.StateID] = replay(g.Minimal.StateID)
+						}
 					}
 					if err := writeJSON(env.Stdout, res); err != nil {
 						return err
 					}
 				} else {
+					printGroups(env.Stdout, rep, replay)
 					printSummary(env.Stdout, rep)
 				}
 				if len(rep.Violations) > 0 {
@@ -250,7 +308,8 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 		c.Flags().StringVar(&verifyTrack, "verify", "", "check every block against the versions a powercut verify run may leave (its --track file)")
 		c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
 		c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
-		c.Flags().StringVar(&outPath, "out", "", "also stream violations as JSON lines to this file")
+		c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, appended and synced as results come): violations, every checked state and the summary; --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
+		c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
 		return c
 	})
 }
@@ -259,6 +318,31 @@ func finishLine(w io.Writer) {
 	if isTerminal(w) {
 		fmt.Fprint(w, "\r\033[K")
 	}
+}
+
+// printGroups prints one block per group of violations: its count, the minimal state with the
+// sentence that explains it, and the line that rebuilds it.
+func printGroups(w io.Writer, rep *explore.Report, replay func(string) string) {
+	if len(rep.Groups) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%d violation(s) in %d group(s) of the same cause:\n", len(rep.Violations), len(rep.Groups))
+	for i, g := range rep.Groups {
+		fmt.Fprintf(w, "\n[%d] %s: %s (%d violations in %d states)\n", i+1, g.Oracle, g.Class, g.Violations, g.States)
+		if m := g.Minimal; m != nil {
+			fmt.Fprintf(w, "    cause: %s\n", m.Explanation)
+			note := ""
+			if !m.Complete {
+				note = ", budget spent: may not be minimal"
+			}
+			fmt.Fprintf(w, "    minimal state: %s (%d checks%s), crash point: %s\n", m.StateID, m.Checks, note, m.Reason)
+			fmt.Fprintf(w, "    rebuild: %s\n", replay(m.StateID))
+		} else {
+			fmt.Fprintf(w, "    first state: %s (not minimised: --minimize first)\n", g.First.StateID)
+			fmt.Fprintf(w, "    rebuild: %s\n", replay(g.First.StateID))
+		}
+	}
+	fmt.Fprintln(w)
 }
 
 func printSummary(w io.Writer, rep *explore.Report) {
