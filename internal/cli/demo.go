@@ -13,6 +13,7 @@ import (
 	"github.com/powercut/powercut/internal/demo"
 	"github.com/powercut/powercut/internal/demo/extent"
 	"github.com/powercut/powercut/model"
+	"github.com/powercut/powercut/pclog"
 )
 
 func init() { register("demo", newDemoCmd) }
@@ -36,6 +37,8 @@ func newDemoCmd(env *Env) *cobra.Command {
 		ef             exploreFlags
 		profile, bug   string
 		keepLog        string
+		outPath        string
+		outErr         error
 		asJSON         bool
 		writes, blocks int
 	)
@@ -100,8 +103,13 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 			bar, finish := progress(errw)
 			var logPath string
 			shown := 0
+			newGroup := groupSpotter()
+			var outs *outputs
 			onViolation := func(f explore.Found) {
-				if asJSON {
+				if outs != nil {
+					outs.violation(f)
+				}
+				if asJSON || !newGroup(f) {
 					return
 				}
 				finishLine(errw)
@@ -123,9 +131,44 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 				ro.LogPath = filepath.Join(dir, "demo.pclog")
 			}
 			logPath = ro.LogPath
+			replay := func(id string) string { return replayCommand(logPath, nil, id) }
+			ro.Extra = func(eo *explore.Options) {
+				eo.Minimize, eo.MinimizeBudget, eo.MaxViolations, eo.Shard = opts.Minimize, opts.MinimizeBudget, opts.MaxViolations, opts.Shard
+			}
+			if outPath != "" || ef.resume != "" || ef.reportHTML != "" {
+				// The journal needs the recording's size, known once recorded: open it then.
+				extra := ro.Extra
+				ro.Extra = func(eo *explore.Options) {
+					extra(eo)
+					n := 0
+					if l, err := pclog.Open(logPath); err == nil {
+						n = len(l.Entries)
+						l.Close()
+					}
+					o, err := ef.openOutputs(outPath, newRunInfo(logPath, n, *eo, "demo "+p.String()+" "+b.String()), eo, replay)
+					if err != nil {
+						outErr = err
+						return
+					}
+					outs = o
+				}
+			}
 			o, err := demo.Run(env.Ctx, ro)
 			finish()
 			finishLine(errw)
+			if outErr != nil && err == nil {
+				err = outErr
+			}
+			if outs != nil && o != nil {
+				var l *pclog.Log
+				if ol, oerr := pclog.Open(logPath); oerr == nil {
+					l = ol
+					defer ol.Close()
+				}
+				if ferr := outs.finish(o.Report, l, fmt.Sprintf("powercut demo --profile %s --bug %s --model %s", p, b, opts.Model)); ferr != nil && err == nil {
+					err = ferr
+				}
+			}
 			bad := o != nil && o.Report != nil && len(o.Report.Violations) > 0
 			if keepLog == "" && !bad {
 				os.RemoveAll(filepath.Dir(ro.LogPath))
@@ -153,6 +196,7 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 					return err
 				}
 			} else {
+				printGroups(out, rep, replay)
 				printDemoSummary(out, p, b, opts.Model, o, logPath, keepLog != "")
 			}
 			if bad {
@@ -167,6 +211,7 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 	c.Flags().StringVar(&bug, "bug", "", "plant a bug: P1, P2, P3, P4 or P5")
 	c.Flags().StringVar(&keepLog, "keep-log", "", "keep the recording at this path (kept in a temporary directory anyway when violations are found)")
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
+	c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, synced per checked state): --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
 	c.Flags().IntVar(&writes, "writes", demo.DefaultConfig().Writes, "number of block writes in the workload")
 	c.Flags().IntVar(&blocks, "blocks", int(demo.DefaultConfig().Blocks), "number of blocks in the extent")
 	return c

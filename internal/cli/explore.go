@@ -256,9 +256,10 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 						fmt.Fprintf(env.Stdout, "%s\n", n)
 					}
 				}
+				newGroup := groupSpotter()
 				rep, err := explore.Explore(ctx, explore.Source{Log: l, Bases: bm}, opts, chk, func(f explore.Found) {
 					outs.violation(f)
-					if !asJSON {
+					if !asJSON && newGroup(f) {
 						finishLine(env.Stderr)
 						printViolation(env.Stdout, logPath, basePaths, f)
 					}
@@ -317,6 +318,20 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 func finishLine(w io.Writer) {
 	if isTerminal(w) {
 		fmt.Fprint(w, "\r\033[K")
+	}
+}
+
+// groupSpotter reports whether a violation is the first of its kind (oracle and message class):
+// streamed output shows those as they are found, the rest is counted in the group blocks.
+func groupSpotter() func(explore.Found) bool {
+	seen := map[string]bool{}
+	return func(f explore.Found) bool {
+		k := f.Oracle + "\x00" + explore.MessageClass(f.Detail)
+		if seen[k] {
+			return false
+		}
+		seen[k] = true
+		return true
 	}
 }
 

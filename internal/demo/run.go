@@ -55,6 +55,9 @@ type RunOptions struct {
 	Discard  model.DiscardPolicy
 	FromMark string
 	ToMark   string
+	// Extra, when set, adjusts the exploration options (minimisation, early stop, shard, results
+	// journal) before the run.
+	Extra func(*explore.Options)
 	// LogPath, when set, is where the recording is kept; otherwise it goes to a temporary
 	// directory that Outcome.Cleanup removes.
 	LogPath     string
@@ -108,10 +111,14 @@ func Run(ctx context.Context, ro RunOptions) (*Outcome, error) {
 	}
 	defer l.Close()
 	chk := &Checker{X: res.Expect}
-	rep, err := explore.Explore(ctx, explore.Source{Log: l}, explore.Options{
+	opts := explore.Options{
 		Model: ro.Model, Strategy: ro.Strategy, K: ro.K, States: ro.States, Seed: ro.Seed, Jobs: ro.Jobs,
 		Discard: ro.Discard, FromMark: ro.FromMark, ToMark: ro.ToMark, Progress: ro.Progress,
-	}, chk, ro.OnViolation)
+	}
+	if ro.Extra != nil {
+		ro.Extra(&opts)
+	}
+	rep, err := explore.Explore(ctx, explore.Source{Log: l}, opts, chk, ro.OnViolation)
 	out.Report = rep
 	if rep != nil {
 		out.FirstBad = int64(rep.FirstBad)

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+// A demo run with a planted bug prints one block per group with the minimal state and its
+// explanation, journals its results (--out), renders its report (--report and 'powercut report'),
+// resumes from its journal to the same summary, and 'powercut repro' writes a directory whose
+// crash image is the state's image.
+func TestGroupsResultsReportResumeRepro(t *testing.T) {
+	dir := t.TempDir()
+	logPath, res, html := filepath.Join(dir, "demo.pclog"), filepath.Join(dir, "r.jsonl"), filepath.Join(dir, "r.html")
+	code, out := runCLI(t, "demo", "--bug", "P5", "--keep-log", logPath, "--out", res, "--report", html)
+	if code != ExitViolations {
+		t.Fatalf("demo --bug P5: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, "group(s) of the same cause") || !strings.Contains(out, "cause: op ") || !strings.Contains(out, "minimal state: ") {
+		t.Errorf("no group block with a minimal state:\n%s", out)
+	}
+	if n := strings.Count(out, "VIOLATION "); n != 1 {
+		t.Errorf("%d violation lines streamed; want one per group (1)", n)
+	}
+	first, err := readResults(res)
+	if err != nil || first.Summary == nil || len(first.Checked) != first.Summary.Checked {
+		t.Fatalf("results %s: %v; %d checked lines, summary %+v", res, err, len(first.Checked), first.Summary)
+	}
+	if st, err := os.Stat(html); err != nil || st.Size() < 5000 {
+		t.Fatalf("--report: %v", err)
+	}
+	html2 := filepath.Join(dir, "r2.html")
+	if code, out := runCLI(t, "report", res, "--out", html2); code != ExitOK {
+		t.Fatalf("report: exit %d\n%s", code, out)
+	}
+	// Resuming a finished run checks nothing again and ends with the same summary.
+	if code, out := runCLI(t, "demo", "--bug", "P5", "--keep-log", filepath.Join(dir, "again.pclog"), "--resume", res); code != ExitViolations {
+		t.Fatalf("resume: exit %d\n%s", code, out)
+	}
+	again, err := readResults(res)
+	if err != nil || again.Summary == nil || again.Summary.Checked != first.Summary.Checked || len(again.Summary.Violations) != len(first.Summary.Violations) || len(again.Checked) != len(first.Checked) {
+		t.Fatalf("resumed: %v; checked %d lines (first run %d)", err, len(again.Checked), len(first.Checked))
+	}
+	// A results file of another run is refused.
+	if code, out := runCLI(t, "demo", "--bug", "P2", "--keep-log", filepath.Join(dir, "p2.pclog"), "--resume", res); code != ExitError || !strings.Contains(out, "another run") {
+		t.Errorf("resume with another run's results: exit %d\n%s", code, out)
+	}
+	// repro
+	state := first.Summary.Groups[0].Minimal.StateID
+	rdir := filepath.Join(dir, "repro")
+	if code, out := runCLI(t, "repro", "--log", logPath, "--state", state, "--out", rdir); code != ExitOK {
+		t.Fatalf("repro: exit %d\n%s", code, out)
+	}
+	img := filepath.Join(dir, "crash.img")
+	if code, out := runCLI(t, "replay", "--log", filepath.Join(rdir, "trimmed.pclog"), "--state", state, "--out", img); code != ExitOK {
+		t.Fatalf("replay from the trimmed log: exit %d\n%s", code, out)
+	}
+	want, _ := os.ReadFile(img)
+	f, err := os.Open(filepath.Join(rdir, "crash.img.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec, _ := zstd.NewReader(f)
+	defer dec.Close()
+	got, err := io.ReadAll(dec)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("repro's crash image (%d bytes, %v) differs from the state's replayed image (%d bytes)", len(got), err, len(want))
+	}
+	for _, name := range []string{"STATE", "rebuild.sh", "README.txt"} {
+		if _, err := os.Stat(filepath.Join(rdir, name)); err != nil {
+			t.Errorf("repro: %v", err)
+		}
+	}
+}
