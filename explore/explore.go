@@ -272,12 +272,46 @@ type result struct {
 	resumed bool // recorded by an earlier run (Options.Resume)
 }
 
-// groupKey identifies a group before minimisation.
-type groupKey struct{ oracle, class string }
-
 // Explore runs the exploration. onViolation (optional) is called for each violation in
 // deterministic order as soon as all earlier states are checked.
 func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViolation func(Found)) (*Report, error) {
+	r, err := newRun(src, opts, chk, onViolation)
+	if err != nil {
+		return nil, err
+	}
+	return r.run(ctx)
+}
+
+// run is one exploration: a generator enumerates the states crash point by crash point and
+// deduplicates them, workers check the distinct ones in parallel, and a collector puts the
+// results back in generation order.
+type run struct {
+	src         Source
+	opts        Options
+	strat       model.Strategy
+	chk         Checker
+	reads       Reads
+	onViolation func(Found)
+	h           *model.History
+	pts         []model.Point
+	hs          *hasher
+	rep         *Report
+	start       time.Time
+	cancel      context.CancelFunc
+
+	jobs    chan job
+	results chan result
+
+	collectErr error
+	dupMu      sync.Mutex
+	dupCount   map[int]int
+	violSeq    []int // seq of each entry of rep.Violations
+	violCand   map[int]*Candidate
+	progMu     sync.Mutex
+	prog       Progress
+}
+
+func newRun(src Source, opts Options, chk Checker, onViolation func(Found)) (*run, error) {
 	start := time.Now()
 	h, err := history(&src)
 	if err != nil {
@@ -308,214 +342,243 @@ func Explore(ctx context.Context, src Source, opts Options, chk Checker, onViola
 		sh := opts.Shard
 		rep.Shard = &sh
 	}
-	reads := ReadsOf(chk)
-	hs := newHasher(&src, h)
+	return &run{src: src, opts: opts, strat: strat, chk: chk, reads: ReadsOf(chk), onViolation: onViolation, h: h, pts: pts,
+		hs: newHasher(&src, h), rep: rep, start: start, dupCount: map[int]int{}, violCand: map[int]*Candidate{},
+		prog: Progress{Points: len(pts)}}, nil
+}
 
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
+func (r *run) run(parent context.Context) (*Report, error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	jobs := make(chan job)
-	results := make(chan result)
+	r.cancel = cancel
+	r.jobs, r.results = make(chan job), make(chan result)
 	var wg sync.WaitGroup
-	for w := 0; w < opts.Jobs; w++ {
+	for w := 0; w < r.opts.Jobs; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
-				v, err := chk.Check(ctx, j.cand)
-				results <- result{seq: j.seq, cand: j.cand, viols: v, err: err}
+			for j := range r.jobs {
+				v, err := r.chk.Check(ctx, j.cand)
+				r.results <- result{seq: j.seq, cand: j.cand, viols: v, err: err}
 			}
 		}()
 	}
-	// Collector: emits results in sequence order.
-	var (
-		collectErr error
-		dupCount   = map[int]int{}
-		violSeq    []int // seq of each entry of rep.Violations
-		violCand   = map[int]*Candidate{}
-		dupMu      sync.Mutex
-		progMu     sync.Mutex
-		prog       = Progress{Points: len(pts)}
-	)
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
-		pending := map[int]result{}
-		next := 0
-		for r := range results {
-			pending[r.seq] = r
-			for {
-				r, ok := pending[next]
-				if !ok {
-					break
-				}
-				delete(pending, next)
-				next++
-				if rep.StoppedEarly || r.skip {
-					continue // checks cancelled by the early stop, or another shard's: not results
-				}
-				rep.Checked++
-				if r.err != nil {
-					if collectErr == nil {
-						collectErr = fmt.Errorf("check state %s: %w", r.cand.ID, r.err)
-						cancel()
-					}
-					continue
-				}
-				if opts.OnChecked != nil && !r.resumed {
-					if err := opts.OnChecked(Checked{Seq: r.seq, StateID: r.cand.ID, Violations: r.viols}); err != nil && collectErr == nil {
-						collectErr = fmt.Errorf("record the result of state %s: %w", r.cand.ID, err)
-						cancel()
-					}
-				}
-				if len(r.viols) > 0 {
-					rep.BadStates++
-					if rep.FirstBad == 0 {
-						rep.FirstBad = r.seq + 1
-					}
-				}
-				for _, v := range r.viols {
-					if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations {
-						break
-					}
-					f := Found{Seq: r.seq, StateID: r.cand.ID, LastMark: r.cand.LastMark, Reason: r.cand.Reason, CoveredMarks: r.cand.CoveredMarks, Violation: v}
-					rep.Violations = append(rep.Violations, f)
-					violSeq = append(violSeq, r.seq)
-					violCand[r.seq] = r.cand
-					if onViolation != nil {
-						onViolation(f)
-					}
-				}
-				if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations && !rep.StoppedEarly {
-					rep.StoppedEarly = true
-					cancel()
-				}
-				if opts.Progress != nil {
-					progMu.Lock()
-					prog.Check = rep.Checked
-					prog.Violations = len(rep.Violations)
-					prog.Elapsed = time.Since(start)
-					p := prog
-					progMu.Unlock()
-					opts.Progress(p)
-				}
-			}
-		}
+		r.collect()
 	}()
-
-	genErr := func() error {
-		seen := map[string]int{} // dedup key -> seq
-		seq := 0
-		walk := h.Walk(opts.Model, opts.Discard)
-		keys := hs.newLayerKeys()
-		for pi, p := range pts {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			e := walk.Epoch(p)
-			lk, err := keys.next(e)
-			if err != nil {
-				return err
-			}
-			var serr error
-			trunc, err := e.States(model.EnumOptions{Strategy: strat, K: opts.K, Max: opts.States, Seed: opts.Seed}, func(st *model.State) bool {
-				rep.States++
-				ext, err := e.Overlay(st)
-				if err != nil {
-					serr = err
-					return false
-				}
-				k, err := hs.stateKey(e, lk, ext)
-				if err != nil {
-					serr = err
-					return false
-				}
-				covered := e.CoveredMarks(st)
-				dk := fmt.Sprintf("%x.%x", k.a, k.b)
-				switch reads {
-				case ReadsLastMark:
-					dk += "|" + p.LastMark
-				case ReadsMarks:
-					dk += "|" + p.LastMark + "|" + strings.Join(covered, ",")
-				}
-				if s, dup := seen[dk]; dup {
-					dupMu.Lock()
-					dupCount[s]++
-					dupMu.Unlock()
-					return true
-				}
-				seen[dk] = seq
-				rep.Distinct++
-				mine := opts.Shard.Count <= 1 || int(k.a%uint64(opts.Shard.Count)) == opts.Shard.Index
-				var r *result
-				var c *Candidate
-				if mine {
-					c = &Candidate{ID: e.ID(st), Model: opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
-						Reason: p.Reason, Images: images(&src, h, ext), Log: src.Log, Bases: src.Bases, epoch: e, state: st}
-					if done, ok := opts.Resume[seq]; ok {
-						if done.StateID != c.ID {
-							serr = fmt.Errorf("%w: result %d was state %s, this run's is %s", ErrResumeMismatch, seq, done.StateID, c.ID)
-							return false
-						}
-						r = &result{seq: seq, cand: c, viols: done.Violations, resumed: true}
-					}
-				} else {
-					r = &result{seq: seq, skip: true}
-				}
-				if r != nil {
-					select {
-					case results <- *r:
-					case <-ctx.Done():
-						serr = ctx.Err()
-						return false
-					}
-				} else {
-					select {
-					case jobs <- job{seq: seq, cand: c}:
-					case <-ctx.Done():
-						serr = ctx.Err()
-						return false
-					}
-				}
-				seq++
-				return true
-			})
-			if serr != nil {
-				return serr
-			}
-			if err != nil {
-				return err
-			}
-			if trunc {
-				rep.Truncated++
-			}
-			progMu.Lock()
-			prog.PointsDone = pi + 1
-			prog.Generated = rep.States
-			prog.Distinct = rep.Distinct
-			progMu.Unlock()
-		}
-		return nil
-	}()
-	close(jobs)
+	genErr := r.generate(ctx)
+	close(r.jobs)
 	wg.Wait()
-	close(results)
+	close(r.results)
 	<-collected
-	rep.Seconds = time.Since(start).Seconds()
-	for i, sq := range violSeq {
-		rep.Violations[i].Also = dupCount[sq]
+	rep := r.rep
+	for i, sq := range r.violSeq {
+		rep.Violations[i].Also = r.dupCount[sq]
 	}
-	if collectErr != nil {
-		return rep, collectErr
+	rep.Seconds = time.Since(r.start).Seconds()
+	if r.collectErr != nil {
+		return rep, r.collectErr
 	}
 	if genErr != nil && !(rep.StoppedEarly && errors.Is(genErr, context.Canceled) && parent.Err() == nil) {
 		return rep, genErr
 	}
-	if err := groupViolations(parent, &src, h, chk, opts, rep, violSeq, violCand); err != nil {
+	if err := groupViolations(parent, &r.src, r.h, r.chk, r.opts, rep, r.violSeq, r.violCand); err != nil {
 		return rep, err
 	}
-	rep.Seconds = time.Since(start).Seconds()
+	rep.Seconds = time.Since(r.start).Seconds()
 	return rep, nil
+}
+
+// collect takes the results in any order and handles them in generation order.
+func (r *run) collect() {
+	pending := map[int]result{}
+	next := 0
+	for res := range r.results {
+		pending[res.seq] = res
+		for {
+			res, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			r.handle(res)
+		}
+	}
+}
+
+// handle records one result: the journal, the counts, the violations, the progress.
+func (r *run) handle(res result) {
+	rep, opts := r.rep, r.opts
+	if rep.StoppedEarly || res.skip {
+		return // checks cancelled by the early stop, or another shard's: not results
+	}
+	rep.Checked++
+	if res.err != nil {
+		if r.collectErr == nil {
+			r.collectErr = fmt.Errorf("check state %s: %w", res.cand.ID, res.err)
+			r.cancel()
+		}
+		return
+	}
+	if opts.OnChecked != nil && !res.resumed {
+		if err := opts.OnChecked(Checked{Seq: res.seq, StateID: res.cand.ID, Violations: res.viols}); err != nil && r.collectErr == nil {
+			r.collectErr = fmt.Errorf("record the result of state %s: %w", res.cand.ID, err)
+			r.cancel()
+		}
+	}
+	if len(res.viols) > 0 {
+		rep.BadStates++
+		if rep.FirstBad == 0 {
+			rep.FirstBad = res.seq + 1
+		}
+	}
+	for _, v := range res.viols {
+		if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations {
+			break
+		}
+		f := Found{Seq: res.seq, StateID: res.cand.ID, LastMark: res.cand.LastMark, Reason: res.cand.Reason, CoveredMarks: res.cand.CoveredMarks, Violation: v}
+		rep.Violations = append(rep.Violations, f)
+		r.violSeq = append(r.violSeq, res.seq)
+		r.violCand[res.seq] = res.cand
+		if r.onViolation != nil {
+			r.onViolation(f)
+		}
+	}
+	if opts.MaxViolations > 0 && len(rep.Violations) >= opts.MaxViolations && !rep.StoppedEarly {
+		rep.StoppedEarly = true
+		r.cancel()
+	}
+	if opts.Progress != nil {
+		r.progMu.Lock()
+		r.prog.Check = rep.Checked
+		r.prog.Violations = len(rep.Violations)
+		r.prog.Elapsed = time.Since(r.start)
+		p := r.prog
+		r.progMu.Unlock()
+		opts.Progress(p)
+	}
+}
+
+// generate walks the crash points, enumerates and deduplicates their states, and hands each
+// distinct one to the workers (or, resumed or another shard's, straight to the collector).
+func (r *run) generate(ctx context.Context) error {
+	seen := map[string]int{} // dedup key -> seq
+	seq := 0
+	walk := r.h.Walk(r.opts.Model, r.opts.Discard)
+	keys := r.hs.newLayerKeys()
+	for pi, p := range r.pts {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e := walk.Epoch(p)
+		lk, err := keys.next(e)
+		if err != nil {
+			return err
+		}
+		var serr error
+		trunc, err := e.States(model.EnumOptions{Strategy: r.strat, K: r.opts.K, Max: r.opts.States, Seed: r.opts.Seed}, func(st *model.State) bool {
+			r.rep.States++
+			dk, ext, covered, err := r.key(e, lk, st)
+			if err != nil {
+				serr = err
+				return false
+			}
+			if s, dup := seen[dk.key]; dup {
+				r.dupMu.Lock()
+				r.dupCount[s]++
+				r.dupMu.Unlock()
+				return true
+			}
+			seen[dk.key] = seq
+			r.rep.Distinct++
+			if serr = r.dispatch(ctx, seq, dk.share, e, p, st, ext, covered); serr != nil {
+				return false
+			}
+			seq++
+			return true
+		})
+		if serr != nil {
+			return serr
+		}
+		if err != nil {
+			return err
+		}
+		if trunc {
+			r.rep.Truncated++
+		}
+		r.progMu.Lock()
+		r.prog.PointsDone = pi + 1
+		r.prog.Generated = r.rep.States
+		r.prog.Distinct = r.rep.Distinct
+		r.progMu.Unlock()
+	}
+	return nil
+}
+
+// dedupKey is a state's deduplication key (its image's content key plus what the checker reads)
+// and the number that picks its shard.
+type dedupKey struct {
+	key   string
+	share uint64
+}
+
+// key computes the overlay of st and its deduplication key.
+func (r *run) key(e *model.Epoch, lk key128, st *model.State) (dedupKey, map[uint16]*model.Overlay, []string, error) {
+	ext, err := e.Overlay(st)
+	if err != nil {
+		return dedupKey{}, nil, nil, err
+	}
+	k, err := r.hs.stateKey(e, lk, ext)
+	if err != nil {
+		return dedupKey{}, nil, nil, err
+	}
+	covered := e.CoveredMarks(st)
+	dk := fmt.Sprintf("%x.%x", k.a, k.b)
+	switch r.reads {
+	case ReadsLastMark:
+		dk += "|" + e.Point.LastMark
+	case ReadsMarks:
+		dk += "|" + e.Point.LastMark + "|" + strings.Join(covered, ",")
+	}
+	return dedupKey{key: dk, share: k.a}, ext, covered, nil
+}
+
+// dispatch sends distinct state seq to a worker, or its result straight to the collector when
+// another shard checks it or an earlier run recorded it.
+func (r *run) dispatch(ctx context.Context, seq int, share uint64, e *model.Epoch, p model.Point, st *model.State, ext map[uint16]*model.Overlay, covered []string) error {
+	sh := r.opts.Shard
+	if sh.Count > 1 && int(share%uint64(sh.Count)) != sh.Index {
+		return r.send(ctx, nil, &result{seq: seq, skip: true})
+	}
+	c := &Candidate{ID: e.ID(st), Model: r.opts.Model, Point: p, LastMark: p.LastMark, CoveredMarks: covered,
+		Reason: p.Reason, Images: images(&r.src, r.h, ext), Log: r.src.Log, Bases: r.src.Bases, epoch: e, state: st}
+	if done, ok := r.opts.Resume[seq]; ok {
+		if done.StateID != c.ID {
+			return fmt.Errorf("%w: result %d was state %s, this run's is %s", ErrResumeMismatch, seq, done.StateID, c.ID)
+		}
+		return r.send(ctx, nil, &result{seq: seq, cand: c, viols: done.Violations, resumed: true})
+	}
+	return r.send(ctx, &job{seq: seq, cand: c}, nil)
+}
+
+func (r *run) send(ctx context.Context, j *job, res *result) error {
+	if j != nil {
+		select {
+		case r.jobs <- *j:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	select {
+	case r.results <- *res:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // groupViolations fills rep.Groups, minimising as opts says.

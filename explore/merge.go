@@ -14,47 +14,12 @@ var ErrShards = errors.New("bad set of shards")
 // the same order, the same groups with the same minimal states. A missing, duplicated or foreign
 // shard is an error naming it. Seconds is the longest shard's.
 func Merge(shards []*Report) (*Report, error) {
-	if len(shards) == 0 {
-		return nil, fmt.Errorf("%w: no report", ErrShards)
+	if len(shards) == 1 && (shards[0].Shard == nil || shards[0].Shard.Count <= 1) {
+		return shards[0], nil
 	}
-	n := 0
-	if s := shards[0].Shard; s != nil {
-		n = s.Count
-	}
-	if n <= 1 {
-		if len(shards) == 1 {
-			return shards[0], nil
-		}
-		return nil, fmt.Errorf("%w: %d reports, but the first is not a shard of a sharded run", ErrShards, len(shards))
-	}
-	byIndex := make([]*Report, n)
-	for k, r := range shards {
-		if r.Shard == nil || r.Shard.Count != n {
-			return nil, fmt.Errorf("%w: report %d is not a shard of a %d-way run", ErrShards, k+1, n)
-		}
-		i := r.Shard.Index
-		if i < 0 || i >= n {
-			return nil, fmt.Errorf("%w: report %d claims shard %d of %d", ErrShards, k+1, i, n)
-		}
-		if byIndex[i] != nil {
-			return nil, fmt.Errorf("%w: shard %d/%d given twice", ErrShards, i, n)
-		}
-		first := shards[0]
-		if r.Model != first.Model || r.Strategy != first.Strategy || r.CrashPoints != first.CrashPoints || r.States != first.States ||
-			r.Distinct != first.Distinct || r.Truncated != first.Truncated {
-			return nil, fmt.Errorf("%w: shard %d/%d explored something else (model %s, strategy %s, %d crash points, %d states, %d distinct) than shard %d/%d (model %s, strategy %s, %d, %d, %d)",
-				ErrShards, i, n, r.Model, r.Strategy, r.CrashPoints, r.States, r.Distinct, first.Shard.Index, n, first.Model, first.Strategy, first.CrashPoints, first.States, first.Distinct)
-		}
-		byIndex[i] = r
-	}
-	var missing []int
-	for i, r := range byIndex {
-		if r == nil {
-			missing = append(missing, i)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%w: shard(s) %v of %d missing", ErrShards, missing, n)
+	byIndex, err := orderShards(shards)
+	if err != nil {
+		return nil, err
 	}
 	f := byIndex[0]
 	out := &Report{Model: f.Model, Strategy: f.Strategy, CrashPoints: f.CrashPoints, States: f.States, Distinct: f.Distinct,
@@ -117,4 +82,49 @@ func groupKeyOf(f Found) string {
 		k += "\x00" + f.Cause
 	}
 	return k
+}
+
+// orderShards checks that shards are exactly the shares 0..N-1 of one exploration and returns
+// them by index.
+func orderShards(shards []*Report) ([]*Report, error) {
+	if len(shards) == 0 {
+		return nil, fmt.Errorf("%w: no report", ErrShards)
+	}
+	n := 0
+	if s := shards[0].Shard; s != nil {
+		n = s.Count
+	}
+	if n <= 1 {
+		return nil, fmt.Errorf("%w: %d reports, but the first is not a shard of a sharded run", ErrShards, len(shards))
+	}
+	byIndex := make([]*Report, n)
+	first := shards[0]
+	for k, r := range shards {
+		if r.Shard == nil || r.Shard.Count != n {
+			return nil, fmt.Errorf("%w: report %d is not a shard of a %d-way run", ErrShards, k+1, n)
+		}
+		i := r.Shard.Index
+		if i < 0 || i >= n {
+			return nil, fmt.Errorf("%w: report %d claims shard %d of %d", ErrShards, k+1, i, n)
+		}
+		if byIndex[i] != nil {
+			return nil, fmt.Errorf("%w: shard %d/%d given twice", ErrShards, i, n)
+		}
+		if r.Model != first.Model || r.Strategy != first.Strategy || r.CrashPoints != first.CrashPoints || r.States != first.States ||
+			r.Distinct != first.Distinct || r.Truncated != first.Truncated {
+			return nil, fmt.Errorf("%w: shard %d/%d explored something else (model %s, strategy %s, %d crash points, %d states, %d distinct) than shard %d/%d (model %s, strategy %s, %d, %d, %d)",
+				ErrShards, i, n, r.Model, r.Strategy, r.CrashPoints, r.States, r.Distinct, first.Shard.Index, n, first.Model, first.Strategy, first.CrashPoints, first.States, first.Distinct)
+		}
+		byIndex[i] = r
+	}
+	var missing []int
+	for i, r := range byIndex {
+		if r == nil {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: shard(s) %v of %d missing", ErrShards, missing, n)
+	}
+	return byIndex, nil
 }

@@ -53,21 +53,8 @@ func resolveShard(flag string, count int, getenv func(string) string) (explore.S
 		return sh, idxVar, true, nil
 	}
 	// Kubernetes Indexed Job: the index is in the environment, the count is given to us.
-	if i, ok, err := num("JOB_COMPLETION_INDEX"); err != nil {
-		return explore.Shard{}, "", err
-	} else if ok {
-		n := count
-		if n == 0 {
-			if v, ok, err := num("POWERCUT_SHARDS"); err != nil {
-				return explore.Shard{}, "", err
-			} else if ok {
-				n = v
-			}
-		}
-		if n < 1 || i < 0 || i >= n {
-			return explore.Shard{}, "", usagef("JOB_COMPLETION_INDEX=%d needs the shard count: --shard-count N or POWERCUT_SHARDS=N (the Job's completions)", i)
-		}
-		return explore.Shard{Index: i, Count: n}, "JOB_COMPLETION_INDEX", nil
+	if sh, ok, err := kubernetesShard(count, num); err != nil || ok {
+		return sh, "JOB_COMPLETION_INDEX", err
 	}
 	slurmMin := 0
 	if v, ok, err := num("SLURM_ARRAY_TASK_MIN"); err != nil {
@@ -111,4 +98,27 @@ func shardNote(sh explore.Shard, from string) string {
 		return ""
 	}
 	return fmt.Sprintf("shard %d/%d (from %s)", sh.Index, sh.Count, from)
+}
+
+// kubernetesShard reads an Indexed Job's JOB_COMPLETION_INDEX; the count comes from --shard-count
+// or POWERCUT_SHARDS (the Job's completions).
+func kubernetesShard(count int, num func(string) (int, bool, error)) (explore.Shard, bool, error) {
+	i, ok, err := num("JOB_COMPLETION_INDEX")
+	if err != nil || !ok {
+		return explore.Shard{}, false, err
+	}
+	n := count
+	if n == 0 {
+		v, ok, err := num("POWERCUT_SHARDS")
+		if err != nil {
+			return explore.Shard{}, true, err
+		}
+		if ok {
+			n = v
+		}
+	}
+	if n < 1 || i < 0 || i >= n {
+		return explore.Shard{}, true, usagef("JOB_COMPLETION_INDEX=%d needs the shard count: --shard-count N or POWERCUT_SHARDS=N (the Job's completions)", i)
+	}
+	return explore.Shard{Index: i, Count: n}, true, nil
 }

@@ -28,11 +28,11 @@ func FuzzReader(f *testing.F) {
 			e    Entry
 			data []byte
 		}
-		run := func(skip bool) ([]seen, error, *Reader) {
+		run := func(skip bool) ([]seen, *Reader, error) {
 			// A small buffer makes skipping take the seek path more often.
 			r, err := newReader(bytes.NewReader(data), 4096)
 			if err != nil {
-				return nil, err, nil
+				return nil, nil, err
 			}
 			r.SkipData = skip
 			var out []seen
@@ -42,13 +42,13 @@ func FuzzReader(f *testing.F) {
 					if err2 := func() error { _, e2 := r.Next(); return e2 }(); err2 != err {
 						t.Fatalf("Next after %v returned %v", err, err2)
 					}
-					return out, err, r
+					return out, r, err
 				}
 				out = append(out, seen{*e, bytes.Clone(e.Data)})
 			}
 		}
-		a, errA, r := run(false)
-		b, errB, _ := run(true)
+		a, r, errA := run(false)
+		b, _, errB := run(true)
 		if r == nil {
 			var fe *FormatError
 			if !errors.As(errA, &fe) || fe.Entry != -1 {

@@ -182,7 +182,6 @@ type runner struct {
 	locks   []sync.Mutex
 
 	issued  atomic.Int64
-	seqNext atomic.Int64
 	writes  atomic.Int64 // for fsync-every
 
 	// dirty holds (block<<versionBits | version, kind) of operations completed since the last
