@@ -546,112 +546,159 @@ func randomCombo(rng *rand.Rand, n, k int) []int {
 // after any k of them; each landed write carries either its own content or the newest content
 // issued for its range (the ZFS-like buffer). Exhaustive also tries every subset of carries.
 func (e *Epoch) coalesceStates(opt EnumOptions, yield func(*State) bool) (bool, error) {
-	count := 0
-	pendingAt := map[int]int{}
+	c := &coalesceEnum{e: e, opt: opt, yield: yield, pendingAt: map[int]int{}}
 	for k, i := range e.Pending {
-		pendingAt[i] = k
+		c.pendingAt[i] = k
 	}
-	emitOne := func(k int, carry map[int]int, keep []int) (stop bool, trunc bool) {
-		if opt.Max > 0 && count >= opt.Max {
-			return true, true
-		}
-		st := &State{Model: e.M, Policy: e.Policy, Point: e.Point.Index, Dropped: append([]int(nil), e.Pending[k:]...), Carry: carry, KeepDiscards: keep}
-		st.Normalize()
-		count++
-		return !yield(st), false
-	}
-	// Discards that landed may have been ignored (policy either): every subset when exhaustive,
-	// else each one alone.
-	emit := func(k int, carry map[int]int) (bool, bool) {
-		var ds []int
-		for _, i := range e.Discards {
-			if pk, ok := pendingAt[i]; !ok || pk < k {
-				ds = append(ds, i)
-			}
-		}
-		if stop, trunc := emitOne(k, carry, nil); stop {
-			return stop, trunc
-		}
-		if opt.Strategy == Exhaustive && len(ds) <= 12 {
-			for mask := 1; mask < 1<<len(ds); mask++ {
-				var keep []int
-				for b, i := range ds {
-					if mask&(1<<b) != 0 {
-						keep = append(keep, i)
-					}
-				}
-				if stop, trunc := emitOne(k, carry, keep); stop {
-					return stop, trunc
-				}
-			}
-			return false, false
-		}
-		for _, i := range ds {
-			if stop, trunc := emitOne(k, carry, []int{i}); stop {
-				return stop, trunc
-			}
-		}
-		return false, false
-	}
-	carriers := func(k int) []int {
-		var c []int
-		for _, i := range e.Pending[:k] {
-			if len(e.Carries[i]) > 0 {
-				c = append(c, i)
-			}
-		}
-		return c
-	}
-	newest := func(i int) int { cs := e.Carries[i]; return cs[len(cs)-1] }
 	if opt.Strategy == Sample {
-		n := opt.Max
-		if n <= 0 {
-			n = 64
-		}
-		rng := rand.New(rand.NewPCG(opt.Seed, uint64(e.Point.Index)*0x9e3779b97f4a7c15+1))
-		for c := 0; c < n; c++ {
-			k := rng.IntN(len(e.Pending) + 1)
-			carry := map[int]int{}
-			for _, i := range carriers(k) {
-				if rng.IntN(2) == 1 {
-					carry[i] = newest(i)
-				}
-			}
-			if stop, _ := emit(k, carry); stop {
-				return false, nil
-			}
-		}
+		c.sample()
 		return false, nil
 	}
 	for k := 0; k <= len(e.Pending); k++ {
-		cs := carriers(k)
-		if stop, trunc := emit(k, nil); stop {
-			return trunc, nil
-		}
-		if len(cs) == 0 {
-			continue
-		}
-		if opt.Strategy == Exhaustive && len(cs) <= 16 {
-			for mask := 1; mask < 1<<len(cs); mask++ {
-				carry := map[int]int{}
-				for b, i := range cs {
-					if mask&(1<<b) != 0 {
-						carry[i] = newest(i)
-					}
-				}
-				if stop, trunc := emit(k, carry); stop {
-					return trunc, nil
-				}
-			}
-			continue
-		}
-		carry := map[int]int{}
-		for _, i := range cs {
-			carry[i] = newest(i)
-		}
-		if stop, trunc := emit(k, carry); stop {
-			return trunc, nil
+		if c.cut(k) {
+			break
 		}
 	}
-	return false, nil
+	return c.truncated, nil
+}
+
+// coalesceEnum enumerates the states of one coalesce crash point.
+type coalesceEnum struct {
+	e         *Epoch
+	opt       EnumOptions
+	yield     func(*State) bool
+	pendingAt map[int]int
+	count     int
+	truncated bool
+	stopped   bool
+}
+
+// one emits the state where the first k pending ops landed, with carries and ignored discards.
+func (c *coalesceEnum) one(k int, carry map[int]int, keep []int) bool {
+	if c.stopped {
+		return false
+	}
+	if c.opt.Max > 0 && c.count >= c.opt.Max {
+		c.truncated, c.stopped = true, true
+		return false
+	}
+	e := c.e
+	st := &State{Model: e.M, Policy: e.Policy, Point: e.Point.Index, Dropped: append([]int(nil), e.Pending[k:]...), Carry: carry, KeepDiscards: keep}
+	st.Normalize()
+	c.count++
+	if !c.yield(st) {
+		c.stopped = true
+	}
+	return !c.stopped
+}
+
+// withDiscards emits the state of (k, carry) and its variants where landed discards were
+// ignored (policy either): every subset when exhaustive (up to 12 discards, else each alone and
+// the point counts as truncated), each one alone otherwise.
+func (c *coalesceEnum) withDiscards(k int, carry map[int]int) bool {
+	var ds []int
+	for _, i := range c.e.Discards {
+		if pk, ok := c.pendingAt[i]; !ok || pk < k {
+			ds = append(ds, i)
+		}
+	}
+	if !c.one(k, carry, nil) {
+		return false
+	}
+	if c.opt.Strategy == Exhaustive && len(ds) <= 12 {
+		for mask := 1; mask < 1<<len(ds); mask++ {
+			if !c.one(k, carry, pick(ds, mask)) {
+				return false
+			}
+		}
+		return true
+	}
+	if c.opt.Strategy == Exhaustive && len(ds) > 1 {
+		c.truncated = true
+	}
+	for _, i := range ds {
+		if !c.one(k, carry, []int{i}) {
+			return false
+		}
+	}
+	return true
+}
+
+// carriers are the landed writes (of the first k pending) that may carry newer content.
+func (c *coalesceEnum) carriers(k int) []int {
+	var out []int
+	for _, i := range c.e.Pending[:k] {
+		if len(c.e.Carries[i]) > 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (c *coalesceEnum) newest(i int) int { cs := c.e.Carries[i]; return cs[len(cs)-1] }
+
+// cut emits the states where the device stopped after k pending ops: no carry, then every
+// subset of carries when exhaustive (up to 16 carriers, else all of them and the point counts as
+// truncated), all carries otherwise. It reports whether the enumeration must stop.
+func (c *coalesceEnum) cut(k int) bool {
+	cs := c.carriers(k)
+	if !c.withDiscards(k, nil) {
+		return true
+	}
+	if len(cs) == 0 {
+		return false
+	}
+	if c.opt.Strategy == Exhaustive && len(cs) <= 16 {
+		for mask := 1; mask < 1<<len(cs); mask++ {
+			carry := map[int]int{}
+			for _, i := range pick(cs, mask) {
+				carry[i] = c.newest(i)
+			}
+			if !c.withDiscards(k, carry) {
+				return true
+			}
+		}
+		return false
+	}
+	if c.opt.Strategy == Exhaustive {
+		c.truncated = true
+	}
+	carry := map[int]int{}
+	for _, i := range cs {
+		carry[i] = c.newest(i)
+	}
+	return !c.withDiscards(k, carry)
+}
+
+// sample draws seeded random cuts and carries.
+func (c *coalesceEnum) sample() {
+	n := c.opt.Max
+	if n <= 0 {
+		n = 64
+	}
+	e := c.e
+	rng := rand.New(rand.NewPCG(c.opt.Seed, uint64(e.Point.Index)*0x9e3779b97f4a7c15+1))
+	for d := 0; d < n; d++ {
+		k := rng.IntN(len(e.Pending) + 1)
+		carry := map[int]int{}
+		for _, i := range c.carriers(k) {
+			if rng.IntN(2) == 1 {
+				carry[i] = c.newest(i)
+			}
+		}
+		if !c.withDiscards(k, carry) {
+			return
+		}
+	}
+}
+
+// pick returns the elements of xs selected by the bits of mask.
+func pick(xs []int, mask int) []int {
+	var out []int
+	for b, x := range xs {
+		if mask&(1<<b) != 0 {
+			out = append(out, x)
+		}
+	}
+	return out
 }
