@@ -55,15 +55,12 @@ modified. With --control, 'powercut mark NAME' (POWERCUT_CONTROL=SOCK) records m
 			if err != nil {
 				return err
 			}
-			var srvErr chan error
+			var stopCtl func() error
 			if ctl != "" {
-				s, err := control.Listen(ctl, r)
-				if err != nil {
+				if stopCtl, err = control.Start(ctx, ctl, r); err != nil {
 					r.Close()
 					return err
 				}
-				srvErr = make(chan error, 1)
-				go func() { srvErr <- s.Serve(ctx) }()
 			}
 			fmt.Fprintf(env.Stdout, "recording %s (%d bytes) to %s; stop with Ctrl-C\n", r.Path(), r.Size(), logPath)
 			select {
@@ -73,8 +70,8 @@ modified. With --control, 'powercut mark NAME' (POWERCUT_CONTROL=SOCK) records m
 			}
 			cancel()
 			err = r.Close()
-			if srvErr != nil {
-				if serr := <-srvErr; serr != nil && err == nil {
+			if stopCtl != nil {
+				if serr := stopCtl(); serr != nil && err == nil {
 					err = serr
 				}
 			}

@@ -1,23 +1,16 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/powercut/powercut/internal/control"
 	"github.com/powercut/powercut/internal/nbd"
-	"github.com/powercut/powercut/pclog"
-	"github.com/powercut/powercut/record"
 )
 
 func init() {
@@ -76,307 +69,103 @@ Runs until SIGINT or SIGTERM, then finishes the requests in flight and closes th
 	return c
 }
 
-type nbdExportSpec struct {
-	name string
-	size int64
-}
-
 func runRecordNBD(env *Env, o *recordNBDOpts) error {
-	if o.unix != "" && o.listenSet {
-		return usagef("--listen and --unix are mutually exclusive")
-	}
-	if o.blockSize != 512 && o.blockSize != 4096 {
-		return usagef("--block-size %d: want 512 or 4096", o.blockSize)
-	}
-	if o.base != "" && o.backing != "" {
-		return usagef("--base and --backing are mutually exclusive")
-	}
-	if o.noRecord {
-		if o.log != "" || o.failAfter != "" {
-			return usagef("--no-record takes neither --log nor --fail-after")
-		}
-	} else if o.log == "" {
-		return usagef("--log is required (or --no-record)")
-	}
-	var size int64
-	if o.size != "" {
-		v, err := parsePositiveSize(o.size)
-		if err != nil {
-			return usagef("--size: %v", err)
-		}
-		size = v
-	}
-	specs := []nbdExportSpec{{name: "", size: size}}
-	if len(o.exports) > 0 {
-		specs = specs[:0]
-		for _, s := range o.exports {
-			sp := nbdExportSpec{name: s, size: size}
-			if i := strings.LastIndexByte(s, ':'); i >= 0 {
-				v, err := parsePositiveSize(s[i+1:])
-				if err != nil {
-					return usagef("--export %q: size: %v", s, err)
-				}
-				sp = nbdExportSpec{name: s[:i], size: v}
-			}
-			for _, p := range specs {
-				if p.name == sp.name {
-					return usagef("--export %q given twice", sp.name)
-				}
-			}
-			specs = append(specs, sp)
-		}
-	}
-	if (o.base != "" || o.backing != "") && len(specs) > 1 {
-		return usagef("--base and --backing apply to a single export")
-	}
-
-	// Stores and base references.
-	var (
-		stores  []record.Store
-		bases   []pclog.BaseRef
-		closers []io.Closer
-	)
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
-	switch {
-	case o.base != "":
-		f, err := os.Open(o.base)
-		if err != nil {
-			return fmt.Errorf("--base: %w", err)
-		}
-		closers = append(closers, f)
-		st, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("--base: %w", err)
-		}
-		if specs[0].size == 0 {
-			specs[0].size = st.Size()
-		} else if specs[0].size != st.Size() {
-			return usagef("--size %d differs from the %d bytes of --base %s", specs[0].size, st.Size(), o.base)
-		}
-		fmt.Fprintf(env.Stderr, "powercut: hashing base %s (%d bytes)\n", o.base, st.Size())
-		_, sum, err := pclog.HashBase(io.NewSectionReader(f, 0, st.Size()))
-		if err != nil {
-			return fmt.Errorf("hash --base %s: %w", o.base, err)
-		}
-		abs, _ := filepath.Abs(o.base)
-		bases = append(bases, pclog.BaseRef{Device: 0, Size: st.Size(), Hash: sum, Path: abs})
-		stores = append(stores, record.NewCOWStore(f, st.Size()))
-	case o.backing != "":
-		st, err := os.Stat(o.backing)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			if specs[0].size == 0 {
-				return usagef("--size is required to create --backing %s", o.backing)
-			}
-			f, err := os.OpenFile(o.backing, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-			if err != nil {
-				return fmt.Errorf("--backing: %w", err)
-			}
-			err = f.Truncate(specs[0].size)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("--backing: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("--backing: %w", err)
-		default:
-			if specs[0].size == 0 {
-				specs[0].size = st.Size()
-			} else if specs[0].size != st.Size() {
-				return usagef("--size %d differs from the %d bytes of --backing %s", specs[0].size, st.Size(), o.backing)
-			}
-			// The file's current content is the recording's starting point; it is changed in
-			// place, so the hash lets a later exploration refuse a base that is not this one.
-			f, err := os.Open(o.backing)
-			if err != nil {
-				return fmt.Errorf("--backing: %w", err)
-			}
-			_, sum, err := pclog.HashBase(f)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("hash --backing %s: %w", o.backing, err)
-			}
-			bases = append(bases, pclog.BaseRef{Device: 0, Size: st.Size(), Hash: sum})
-		}
-		fs, err := record.OpenFileStore(o.backing, specs[0].size)
-		if err != nil {
-			return fmt.Errorf("--backing: %w", err)
-		}
-		closers = append(closers, fs)
-		stores = append(stores, fs)
-	default:
-		for _, sp := range specs {
-			if sp.size == 0 {
-				return usagef("--size is required (or SIZE in --export %q:SIZE)", sp.name)
-			}
-			stores = append(stores, record.NewMemStore(sp.size))
-		}
-	}
-	for _, sp := range specs {
-		if sp.size%int64(o.blockSize) != 0 {
-			return usagef("export %q: size %d is not a multiple of the %d-byte block size", sp.name, sp.size, o.blockSize)
-		}
-	}
-
-	// The recording (or the plain exports for --no-record).
-	var (
-		rec  *record.Recorder
-		exps []*nbd.Export
-	)
-	if o.noRecord {
-		for i, sp := range specs {
-			_, mem := stores[i].(*record.MemStore)
-			exps = append(exps, &nbd.Export{Name: sp.name, Description: "powercut (not recording)", Size: sp.size,
-				BlockSize: o.blockSize, Store: stores[i], FastZero: mem})
-		}
-	} else {
-		h := pclog.Header{Version: pclog.FormatVersion, Source: "nbd", Bases: bases}
-		for i, sp := range specs {
-			h.Devices = append(h.Devices, pclog.Device{ID: uint16(i), Name: sp.name, Size: sp.size, SectorSize: o.blockSize})
-		}
-		var err error
-		rec, err = record.Create(o.log, h, stores)
-		if err != nil {
-			return fmt.Errorf("create log: %w", err)
-		}
-		defer rec.Close()
-		if err := armFailAfter(rec, o.failAfter); err != nil {
-			return err
-		}
-		for i, sp := range specs {
-			exps = append(exps, nbd.RecordedExport(sp.name, fmt.Sprintf("powercut recording %s (device %d)", o.log, i), rec.Device(uint16(i))))
-		}
-	}
-	srv, err := nbd.NewServer(exps...)
+	cfg, err := o.config()
 	if err != nil {
 		return err
 	}
-	srv.Logf = func(format string, args ...any) { fmt.Fprintf(env.Stderr, "powercut: "+format+"\n", args...) }
-
-	ctx, cancel := context.WithCancel(env.Ctx)
-	defer cancel()
-	l, uri, err := listenNBD(o)
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(env.Stderr, "powercut: "+format+"\n", args...) }
+	r, err := nbd.StartRecorder(env.Ctx, cfg)
+	if errors.Is(err, nbd.ErrConfig) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
-	if host, _, err := net.SplitHostPort(l.Addr().String()); err == nil && o.unix == "" {
+	if host, _, err := net.SplitHostPort(r.Addr().String()); err == nil && o.unix == "" {
 		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 			fmt.Fprintf(env.Stderr, "powercut: warning: NBD has no authentication and %s is not a loopback address\n", host)
 		}
-	}
-	var ctlDone chan error
-	if o.control != "" {
-		var m control.Marker = noRecordMarker{}
-		if rec != nil {
-			m = rec
-		}
-		cs, err := control.Listen(o.control, m)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		ctlDone = make(chan error, 1)
-		go func() { ctlDone <- cs.Serve(ctx) }()
 	}
 	what := "log " + o.log
 	if o.noRecord {
 		what = "not recording"
 	}
-	fmt.Fprintf(env.Stderr, "powercut: serving %s (%s)\n", uri, what)
+	fmt.Fprintf(env.Stderr, "powercut: serving %s (%s)\n", r.URI(), what)
 	if o.control != "" {
 		fmt.Fprintf(env.Stderr, "powercut: marks: POWERCUT_CONTROL=%s powercut mark NAME\n", o.control)
 	}
 	if o.readyFile != "" {
-		if err := writeFileAtomic(o.readyFile, []byte(uri+"\n")); err != nil {
-			l.Close()
-			cancel()
-			if ctlDone != nil {
-				<-ctlDone
-			}
+		if err := writeFileAtomic(o.readyFile, []byte(r.URI()+"\n")); err != nil {
+			r.Close()
 			return fmt.Errorf("--ready-file: %w", err)
 		}
 	}
 	fmt.Fprintf(env.Stderr, "powercut: ready; stop with Ctrl-C\n")
-	serr := srv.Serve(ctx, l)
-	cancel()
-	if ctlDone != nil {
-		if err := <-ctlDone; err != nil && serr == nil {
-			serr = err
-		}
+	select {
+	case <-env.Ctx.Done():
+	case <-r.Done():
 	}
-	if rec != nil {
-		n := rec.Records()
-		if err := rec.Close(); err != nil && serr == nil {
-			serr = fmt.Errorf("close log: %w", err)
-		}
-		stopped := ""
-		if rec.Stopped() {
-			stopped = " (power cut by --fail-after)"
-		}
-		fmt.Fprintf(env.Stderr, "powercut: stopped; %d records in %s%s\n", n, o.log, stopped)
-	} else {
+	n := r.Records()
+	serr := r.Close()
+	if o.noRecord {
 		fmt.Fprintf(env.Stderr, "powercut: stopped\n")
+		return serr
 	}
+	stopped := ""
+	if r.PowerCut() {
+		stopped = " (power cut by --fail-after)"
+	}
+	fmt.Fprintf(env.Stderr, "powercut: stopped; %d records in %s%s\n", n, o.log, stopped)
 	return serr
 }
 
-// armFailAfter sets the power-cut trigger from --fail-after OP_COUNT|mark:NAME.
-func armFailAfter(rec *record.Recorder, s string) error {
-	switch {
-	case s == "":
-	case strings.HasPrefix(s, "mark:"):
-		name := strings.TrimPrefix(s, "mark:")
-		if name == "" {
-			return usagef("--fail-after mark: needs a mark name")
-		}
-		rec.FailAfterMark(name)
-	default:
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || n == 0 {
-			return usagef("--fail-after %q: want a positive operation count or mark:NAME", s)
-		}
-		rec.FailAfter(n)
+// config maps the flags onto the library's configuration.
+func (o *recordNBDOpts) config() (nbd.RecorderConfig, error) {
+	cfg := nbd.RecorderConfig{Unix: o.unix, Base: o.base, Backing: o.backing, Log: o.log, NoRecord: o.noRecord,
+		BlockSize: o.blockSize, Control: o.control}
+	if o.unix == "" || o.listenSet {
+		cfg.Listen = o.listen
 	}
-	return nil
-}
-
-// listenNBD opens the listener and returns the NBD URI clients use.
-func listenNBD(o *recordNBDOpts) (net.Listener, string, error) {
-	if o.unix != "" {
-		if fi, err := os.Lstat(o.unix); err == nil {
-			if fi.Mode().Type() != os.ModeSocket {
-				return nil, "", fmt.Errorf("--unix %s: exists and is not a socket", o.unix)
-			}
-			if c, err := net.DialTimeout("unix", o.unix, 200*time.Millisecond); err == nil {
-				c.Close()
-				return nil, "", fmt.Errorf("--unix %s: another server is listening on it", o.unix)
-			}
-			if err := os.Remove(o.unix); err != nil {
-				return nil, "", fmt.Errorf("--unix %s: removing stale socket: %w", o.unix, err)
-			}
-		}
-		l, err := net.Listen("unix", o.unix)
+	var size int64
+	if o.size != "" {
+		v, err := parsePositiveSize(o.size)
 		if err != nil {
-			return nil, "", fmt.Errorf("--unix: %w", err)
+			return cfg, usagef("--size: %v", err)
 		}
-		abs, _ := filepath.Abs(o.unix)
-		return l, "nbd+unix:///?socket=" + abs, nil
+		size = v
 	}
-	l, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return nil, "", fmt.Errorf("--listen: %w", err)
+	cfg.Exports = []nbd.ExportSpec{{Size: size}}
+	if len(o.exports) > 0 {
+		cfg.Exports = cfg.Exports[:0]
+		for _, s := range o.exports {
+			sp := nbd.ExportSpec{Name: s, Size: size}
+			if i := strings.LastIndexByte(s, ':'); i >= 0 {
+				v, err := parsePositiveSize(s[i+1:])
+				if err != nil {
+					return cfg, usagef("--export %q: size: %v", s, err)
+				}
+				sp = nbd.ExportSpec{Name: s[:i], Size: v}
+			}
+			cfg.Exports = append(cfg.Exports, sp)
+		}
 	}
-	return l, "nbd://" + l.Addr().String(), nil
+	switch {
+	case o.failAfter == "":
+	case strings.HasPrefix(o.failAfter, "mark:"):
+		cfg.FailAfterMark = strings.TrimPrefix(o.failAfter, "mark:")
+		if cfg.FailAfterMark == "" {
+			return cfg, usagef("--fail-after mark: needs a mark name")
+		}
+	default:
+		n, err := strconv.ParseUint(o.failAfter, 10, 64)
+		if err != nil || n == 0 {
+			return cfg, usagef("--fail-after %q: want a positive operation count or mark:NAME", o.failAfter)
+		}
+		cfg.FailAfter = n
+	}
+	return cfg, nil
 }
-
-// noRecordMarker answers marks when nothing is recorded.
-type noRecordMarker struct{}
-
-func (noRecordMarker) Mark(string) error { return errors.New("not recording (--no-record)") }
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"

@@ -100,6 +100,27 @@ func Listen(path string, m Marker) (*Server, error) {
 	return &Server{path: path, ln: ln, m: m, conns: map[net.Conn]struct{}{}, closeDone: make(chan struct{})}, nil
 }
 
+// Start listens on path and serves marks in the background until ctx ends or stop is called.
+// stop closes the socket, waits for the server and returns its error: the one way every
+// frontend (NBD, FUSE, the file-system harness) runs its control socket.
+func Start(ctx context.Context, path string, m Marker) (stop func() error, err error) {
+	s, err := Listen(path, m)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	var once sync.Once
+	var serr error
+	return func() error {
+		once.Do(func() {
+			s.Close()
+			serr = <-done
+		})
+		return serr
+	}, nil
+}
+
 // Serve accepts connections until ctx is cancelled or Close is called, then closes the socket
 // (removing its file) and every open connection. It returns nil on a normal shutdown.
 func (s *Server) Serve(ctx context.Context) error {
