@@ -68,37 +68,18 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 			if err != nil {
 				return err
 			}
-			p, err := extent.ParseProfile(profile)
+			cfg, err := demoConfig(profile, bug, writes, blocks, ef.seed)
 			if err != nil {
-				return usagef("--profile: %v", err)
+				return err
 			}
-			b, err := extent.ParseBug(bug)
-			if err != nil {
-				return usagef("--bug: %v", err)
-			}
-			if !b.Applies(p) {
-				return usagef("--bug %s: the %s profile has no such code path (%s is a hardened-only safeguard)", b, p, b)
-			}
-			if writes < 1 || blocks < 1 {
-				return usagef("--writes and --blocks must be at least 1")
-			}
-			cfg := demo.DefaultConfig()
-			cfg.Profile, cfg.Bug, cfg.Seed = p, b, ef.seed
-			cfg.Writes, cfg.Blocks = writes, int64(blocks)
+			p, b := cfg.Profile, cfg.Bug
 			if keepLog != "" {
 				if keepLog, err = filepath.Abs(keepLog); err != nil {
 					return fmt.Errorf("--keep-log: %w", err)
 				}
 			}
 			out, errw := env.Stdout, env.Stderr
-			say := out
-			if asJSON {
-				say = errw
-			}
-			fmt.Fprintf(say, "target:   a Crucible-style raw extent, %d blocks of 512 bytes, profile %s, %s\n", cfg.Blocks, p, b.Describe())
-			fmt.Fprintf(say, "workload: %d writes (several versions per block, rewrites between flushes), a flush every 1-%d writes, reopens; seed %d\n",
-				cfg.Writes, cfg.FlushEvery, cfg.Seed)
-			fmt.Fprintf(say, "model:    %s, strategy %s%s\n", opts.Model, opts.Strategy, statesNote(opts.States))
+			printDemoHeader(map[bool]io.Writer{false: out, true: errw}[asJSON], cfg, opts)
 
 			bar, finish := progress(errw)
 			var logPath string
@@ -136,22 +117,7 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 				eo.Minimize, eo.MinimizeBudget, eo.MaxViolations, eo.Shard = opts.Minimize, opts.MinimizeBudget, opts.MaxViolations, opts.Shard
 			}
 			if outPath != "" || ef.resume != "" || ef.reportHTML != "" {
-				// The journal needs the recording's size, known once recorded: open it then.
-				extra := ro.Extra
-				ro.Extra = func(eo *explore.Options) {
-					extra(eo)
-					n := 0
-					if l, err := pclog.Open(logPath); err == nil {
-						n = len(l.Entries)
-						l.Close()
-					}
-					o, err := ef.openOutputs(outPath, newRunInfo(logPath, n, *eo, "demo "+p.String()+" "+b.String()), eo, replay)
-					if err != nil {
-						outErr = err
-						return
-					}
-					outs = o
-				}
+				ro.Extra = journalHook(&ef, ro.Extra, outPath, logPath, "demo "+p.String()+" "+b.String(), replay, &outs, &outErr)
 			}
 			o, err := demo.Run(env.Ctx, ro)
 			finish()
@@ -181,18 +147,7 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 			}
 			rep := o.Report
 			if asJSON {
-				res := demoResult{Profile: p.String(), Bug: b.String(), Seed: cfg.Seed, Writes: o.Recording.Writes,
-					Flushes: o.Recording.Flushes, Reopens: o.Recording.Reopens, FirstBad: o.FirstBad, Report: rep}
-				if bad {
-					res.Log = logPath
-					res.Replay = map[string]string{}
-					for _, f := range rep.Violations {
-						res.Replay[f.StateID] = replayCommand(logPath, nil, f.StateID)
-					}
-				} else if keepLog != "" {
-					res.Log = logPath
-				}
-				if err := writeJSON(out, res); err != nil {
+				if err := writeDemoJSON(out, p, b, cfg, o, logPath, bad, keepLog != ""); err != nil {
 					return err
 				}
 			} else {
@@ -215,6 +170,73 @@ Exit codes: 0 no violation, 1 violations, 2 usage or tool error.`,
 	c.Flags().IntVar(&writes, "writes", demo.DefaultConfig().Writes, "number of block writes in the workload")
 	c.Flags().IntVar(&blocks, "blocks", int(demo.DefaultConfig().Blocks), "number of blocks in the extent")
 	return c
+}
+
+// printDemoHeader says what the demo is about to do.
+func printDemoHeader(w io.Writer, cfg demo.Config, opts explore.Options) {
+	fmt.Fprintf(w, "target:   a Crucible-style raw extent, %d blocks of 512 bytes, profile %s, %s\n", cfg.Blocks, cfg.Profile, cfg.Bug.Describe())
+	fmt.Fprintf(w, "workload: %d writes (several versions per block, rewrites between flushes), a flush every 1-%d writes, reopens; seed %d\n",
+		cfg.Writes, cfg.FlushEvery, cfg.Seed)
+	fmt.Fprintf(w, "model:    %s, strategy %s%s\n", opts.Model, opts.Strategy, statesNote(opts.States))
+
+}
+
+// demoConfig checks the demo's own flags and returns the workload configuration.
+func demoConfig(profile, bug string, writes, blocks int, seed uint64) (demo.Config, error) {
+	cfg := demo.DefaultConfig()
+	p, err := extent.ParseProfile(profile)
+	if err != nil {
+		return cfg, usagef("--profile: %v", err)
+	}
+	b, err := extent.ParseBug(bug)
+	if err != nil {
+		return cfg, usagef("--bug: %v", err)
+	}
+	if !b.Applies(p) {
+		return cfg, usagef("--bug %s: the %s profile has no such code path (%s is a hardened-only safeguard)", b, p, b)
+	}
+	if writes < 1 || blocks < 1 {
+		return cfg, usagef("--writes and --blocks must be at least 1")
+	}
+	cfg.Profile, cfg.Bug, cfg.Seed = p, b, seed
+	cfg.Writes, cfg.Blocks = writes, int64(blocks)
+	return cfg, nil
+}
+
+// journalHook wraps extra so that, once the recording exists, the results journal (--out,
+// --resume, --report) is opened with the recording's size and hooked into the options.
+func journalHook(ef *exploreFlags, extra func(*explore.Options), outPath, logPath, check string, replay func(string) string, outs **outputs, outErr *error) func(*explore.Options) {
+	return func(eo *explore.Options) {
+		extra(eo)
+		n := 0
+		if l, err := pclog.Open(logPath); err == nil {
+			n = len(l.Entries)
+			l.Close()
+		}
+		o, err := ef.openOutputs(outPath, newRunInfo(logPath, n, *eo, check), eo, replay)
+		if err != nil {
+			*outErr = err
+			return
+		}
+		*outs = o
+	}
+}
+
+// writeDemoJSON writes the --json result of a demo run.
+func writeDemoJSON(w io.Writer, p extent.Profile, b extent.Bug, cfg demo.Config, o *demo.Outcome, logPath string, bad, kept bool) error {
+	rep := o.Report
+	res := demoResult{Profile: p.String(), Bug: b.String(), Seed: cfg.Seed, Writes: o.Recording.Writes,
+		Flushes: o.Recording.Flushes, Reopens: o.Recording.Reopens, FirstBad: o.FirstBad, Report: rep}
+	if bad {
+		res.Log = logPath
+		res.Replay = map[string]string{}
+		for _, f := range rep.Violations {
+			res.Replay[f.StateID] = replayCommand(logPath, nil, f.StateID)
+		}
+	} else if kept {
+		res.Log = logPath
+	}
+	return writeJSON(w, res)
 }
 
 func statesNote(n int) string {

@@ -202,48 +202,12 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 				}
 				defer closeBases()
 				ctx := cmd.Context()
-				var chk explore.Checker = nullChecker{}
-				what := "none (states counted only)"
-				if checkCmd != "" || fsckFS != "" {
-					dir, err := scratch.New(ctx)
-					if err != nil {
-						return err
-					}
-					defer dir.Close()
-					files := checkers.Files{Dir: dir}
-					if checkCmd != "" {
-						chk = &checkers.Command{Files: files, Cmd: checkCmd, Timeout: checkTimeout}
-						what = "command: " + checkCmd
-					} else {
-						f, err := checkers.NewFsck(fsckFS, files)
-						if err != nil {
-							return usagef("%v", err)
-						}
-						if checkTimeout > 0 {
-							f.Timeout = checkTimeout
-						}
-						chk = f
-						what = "fsck " + fsckFS
-					}
+				chk, what, release, err := exploreChecker(ctx, checkCmd, fsckFS, verifyTrack, reads, checkTimeout)
+				if err != nil {
+					return err
 				}
-				if verifyTrack != "" {
-					if chk, err = verify.NewExploreChecker(verifyTrack); err != nil {
-						return err
-					}
-					what = "verify " + verifyTrack
-				}
+				defer release()
 				replay := func(id string) string { return replayCommand(logPath, basePaths, id) }
-				if reads != "" {
-					rd, err := explore.ParseReads(reads)
-					if err != nil {
-						return usagef("--check-reads: %v", err)
-					}
-					if cc, ok := chk.(*checkers.Command); ok {
-						cc.Context = rd
-					} else {
-						return usagef("--check-reads applies to --check only")
-					}
-				}
 				outs, err := ef.openOutputs(outPath, newRunInfo(logPath, len(l.Entries), opts, what), &opts, replay)
 				if err != nil {
 					return err
@@ -319,6 +283,45 @@ func finishLine(w io.Writer) {
 	if isTerminal(w) {
 		fmt.Fprint(w, "\r\033[K")
 	}
+}
+
+// exploreChecker builds the checker --check, --fsck or --verify asks for (none: states are only
+// counted) and says what it is; release frees its scratch directory.
+func exploreChecker(ctx context.Context, checkCmd, fsckFS, verifyTrack, reads string, timeout time.Duration) (explore.Checker, string, func(), error) {
+	nothing := func() {}
+	if reads != "" && checkCmd == "" {
+		return nil, "", nothing, usagef("--check-reads applies to --check only")
+	}
+	switch {
+	case verifyTrack != "":
+		chk, err := verify.NewExploreChecker(verifyTrack)
+		return chk, "verify " + verifyTrack, nothing, err
+	case checkCmd == "" && fsckFS == "":
+		return nullChecker{}, "none (states counted only)", nothing, nil
+	}
+	dir, err := scratch.New(ctx)
+	if err != nil {
+		return nil, "", nothing, err
+	}
+	release := func() { dir.Close() }
+	files := checkers.Files{Dir: dir}
+	if checkCmd != "" {
+		rd, err := explore.ParseReads(reads)
+		if err != nil {
+			release()
+			return nil, "", nothing, usagef("--check-reads: %v", err)
+		}
+		return &checkers.Command{Files: files, Cmd: checkCmd, Timeout: timeout, Context: rd}, "command: " + checkCmd, release, nil
+	}
+	f, err := checkers.NewFsck(fsckFS, files)
+	if err != nil {
+		release()
+		return nil, "", nothing, usagef("--fsck: %v", err)
+	}
+	if timeout > 0 {
+		f.Timeout = timeout
+	}
+	return f, "fsck " + fsckFS, release, nil
 }
 
 // groupSpotter reports whether a violation is the first of its kind (oracle and message class):
