@@ -181,8 +181,8 @@ type runner struct {
 	seq     bool
 	locks   []sync.Mutex
 
-	issued  atomic.Int64
-	writes  atomic.Int64 // for fsync-every
+	issued atomic.Int64
+	writes atomic.Int64 // for fsync-every
 
 	// dirty holds (block<<versionBits | version, kind) of operations completed since the last
 	// flush was submitted; only kept when flushes happen during the run.
@@ -210,45 +210,11 @@ type dirtyOp struct {
 // (with or without verification failures: see Result.FailureCount); ErrTarget-wrapped when the
 // target failed; another error for usage problems (bad geometry, track file).
 func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
-	if cfg.BlockSize == 0 {
-		cfg.BlockSize = 4096
-	}
-	bs := cfg.BlockSize
-	if bs < 512 || bs%512 != 0 || bs/512 > 65535 {
-		return nil, fmt.Errorf("block size %d: must be a multiple of 512 between 512 and 32 MiB", bs)
-	}
-	if cfg.Offset < 0 || cfg.Offset%bs != 0 {
-		return nil, fmt.Errorf("offset %d is not a multiple of the block size %d", cfg.Offset, bs)
-	}
-	size := cfg.Size
-	if size == 0 {
-		size = (t.Size() - cfg.Offset) / bs * bs
-	}
-	if size <= 0 || size%bs != 0 {
-		return nil, fmt.Errorf("size %d is not a positive multiple of the block size %d", size, bs)
-	}
-	if cfg.Offset+size > t.Size() {
-		return nil, fmt.Errorf("region [%d,+%d) extends past the end of the %d-byte target", cfg.Offset, size, t.Size())
-	}
-	if cfg.Mode == "" {
-		cfg.Mode = "randrw"
-	}
-	mix, seq, err := ModeMix(cfg.Mode)
+	cfg, size, mix, seq, err := cfg.resolve(t)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Mix != nil {
-		mix = *cfg.Mix
-	}
-	if cfg.IODepth <= 0 {
-		cfg.IODepth = 1
-	}
-	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 100
-	}
-	if cfg.DumpName == "" {
-		cfg.DumpName = "target"
-	}
+	bs := cfg.BlockSize
 	r := &runner{cfg: cfg, t: t, nblocks: size / bs, mix: mix, seq: seq}
 	r.res.Blocks, r.res.BlockSize, r.res.TrackingBytesPerBlock = r.nblocks, bs, 8
 	if m, ok := t.(Marker); ok {
@@ -256,47 +222,8 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	}
 
 	id := Identity{Size: size, BlockSize: bs, Offset: cfg.Offset, Target: cfg.TargetName}
-	if cfg.TrackFile != "" {
-		lid, tab, err := loadTrack(cfg.TrackFile)
-		switch {
-		case errors.Is(err, ErrNoTrack):
-			if cfg.TrackRequired {
-				return nil, fmt.Errorf("--track-required: %w (it is written at the clean end of a run with --track and deleted when a run loads it)", err)
-			}
-		case err != nil:
-			return nil, err
-		default:
-			if lid.Size != size || lid.BlockSize != bs || lid.Offset != cfg.Offset {
-				return nil, fmt.Errorf("track file %s describes a different region (size %d, block size %d, offset %d) than this run (size %d, block size %d, offset %d); use the same --size/--bs/--offset or delete the file",
-					cfg.TrackFile, lid.Size, lid.BlockSize, lid.Offset, size, bs, cfg.Offset)
-			}
-			// Deleted before any I/O: if this run dies, no file claims to know the target.
-			if err := os.Remove(cfg.TrackFile); err != nil {
-				return nil, fmt.Errorf("delete track file after loading it: %w", err)
-			}
-			id.RunID = lid.RunID
-			r.tab = tab
-			r.res.TrackLoaded = true
-			if cfg.Policy == PolicyFlushed {
-				for i := range r.tab.w {
-					w := r.tab.get(int64(i))
-					if w.last() != 0 {
-						r.tab.set(int64(i), w|bitU)
-					}
-				}
-			}
-		}
-	}
-	if r.tab == nil {
-		r.tab = newTable(r.nblocks)
-		id.RunID = cfg.RunID
-		for id.RunID == 0 {
-			var b [8]byte
-			if _, err := rand.Read(b[:]); err != nil {
-				return nil, fmt.Errorf("run ID: %w", err)
-			}
-			id.RunID = binary.LittleEndian.Uint64(b[:])
-		}
+	if err := r.loadTrack(&id); err != nil {
+		return nil, err
 	}
 	r.chk = checker{runID: id.RunID, bs: bs, trimZeroes: cfg.TrimZeroes}
 	r.res.RunID = fmt.Sprintf("%016x", id.RunID)
@@ -354,6 +281,101 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 		return &r.res, err
 	}
 	return &r.res, nil
+}
+
+// resolve fills in the defaults of cfg and checks the region against t: the block size, the
+// region's size, the operation mix.
+func (cfg Config) resolve(t Target) (Config, int64, Mix, bool, error) {
+
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = 4096
+	}
+	bs := cfg.BlockSize
+	if bs < 512 || bs%512 != 0 || bs/512 > 65535 {
+		return cfg, 0, Mix{}, false, fmt.Errorf("block size %d: must be a multiple of 512 between 512 and 32 MiB", bs)
+	}
+	if cfg.Offset < 0 || cfg.Offset%bs != 0 {
+		return cfg, 0, Mix{}, false, fmt.Errorf("offset %d is not a multiple of the block size %d", cfg.Offset, bs)
+	}
+	size := cfg.Size
+	if size == 0 {
+		size = (t.Size() - cfg.Offset) / bs * bs
+	}
+	if size <= 0 || size%bs != 0 {
+		return cfg, 0, Mix{}, false, fmt.Errorf("size %d is not a positive multiple of the block size %d", size, bs)
+	}
+	if cfg.Offset+size > t.Size() {
+		return cfg, 0, Mix{}, false, fmt.Errorf("region [%d,+%d) extends past the end of the %d-byte target", cfg.Offset, size, t.Size())
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = "randrw"
+	}
+	mix, seq, err := ModeMix(cfg.Mode)
+	if err != nil {
+		return cfg, 0, Mix{}, false, err
+	}
+	if cfg.Mix != nil {
+		mix = *cfg.Mix
+	}
+	if cfg.IODepth <= 0 {
+		cfg.IODepth = 1
+	}
+	if cfg.MaxFailures <= 0 {
+		cfg.MaxFailures = 100
+	}
+	if cfg.DumpName == "" {
+		cfg.DumpName = "target"
+	}
+	return cfg, size, mix, seq, nil
+}
+
+// loadTrack loads the expectations of an earlier run (deleting the file: it no longer describes
+// the target once this run writes), or starts a new table with a new run ID.
+func (r *runner) loadTrack(id *Identity) error {
+	cfg, size, bs := r.cfg, id.Size, id.BlockSize
+	if cfg.TrackFile != "" {
+		lid, tab, err := loadTrack(cfg.TrackFile)
+		switch {
+		case errors.Is(err, ErrNoTrack):
+			if cfg.TrackRequired {
+				return fmt.Errorf("--track-required: %w (it is written at the clean end of a run with --track and deleted when a run loads it)", err)
+			}
+		case err != nil:
+			return err
+		default:
+			if lid.Size != size || lid.BlockSize != bs || lid.Offset != cfg.Offset {
+				return fmt.Errorf("track file %s describes a different region (size %d, block size %d, offset %d) than this run (size %d, block size %d, offset %d); use the same --size/--bs/--offset or delete the file",
+					cfg.TrackFile, lid.Size, lid.BlockSize, lid.Offset, size, bs, cfg.Offset)
+			}
+			// Deleted before any I/O: if this run dies, no file claims to know the target.
+			if err := os.Remove(cfg.TrackFile); err != nil {
+				return fmt.Errorf("delete track file after loading it: %w", err)
+			}
+			id.RunID = lid.RunID
+			r.tab = tab
+			r.res.TrackLoaded = true
+			if cfg.Policy == PolicyFlushed {
+				for i := range r.tab.w {
+					w := r.tab.get(int64(i))
+					if w.last() != 0 {
+						r.tab.set(int64(i), w|bitU)
+					}
+				}
+			}
+		}
+	}
+	if r.tab == nil {
+		r.tab = newTable(r.nblocks)
+		id.RunID = cfg.RunID
+		for id.RunID == 0 {
+			var b [8]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return fmt.Errorf("run ID: %w", err)
+			}
+			id.RunID = binary.LittleEndian.Uint64(b[:])
+		}
+	}
+	return nil
 }
 
 // rng is wyrand: small, fast, good enough to pick blocks and operations.
