@@ -3,8 +3,9 @@ package explore
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/powercut/powercut/model"
@@ -78,7 +79,7 @@ func deviations(e *model.Epoch, st *model.State) []Deviation {
 			out = append(out, Deviation{Kind: "dropped", Op: i})
 		}
 	}
-	for _, i := range sortedKeys(st.Torn) {
+	for _, i := range slices.Sorted(maps.Keys(st.Torn)) {
 		out = append(out, Deviation{Kind: "torn", Op: i, Sectors: st.Torn[i], Torn: st.Torn[i].String()})
 	}
 	for _, i := range st.KeepDiscards {
@@ -87,19 +88,10 @@ func deviations(e *model.Epoch, st *model.State) []Deviation {
 	for _, p := range st.Flips {
 		out = append(out, Deviation{Kind: "flipped", Op: p[0], Other: p[1]})
 	}
-	for _, i := range sortedKeys(st.Carry) {
+	for _, i := range slices.Sorted(maps.Keys(st.Carry)) {
 		out = append(out, Deviation{Kind: "carried", Op: i, Other: st.Carry[i]})
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[int]V) []int {
-	ks := make([]int, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Ints(ks)
-	return ks
 }
 
 // stateOf builds the state of epoch e with exactly the deviations ds (nil when e does not offer

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -78,7 +79,7 @@ func (e *Epoch) dims(exhaustive bool) []dim {
 	for _, p := range e.Pairs {
 		ds = append(ds, dim{kind: dimPair, pair: p, n: 2})
 	}
-	for _, i := range sortedKeys(e.Carries) {
+	for _, i := range slices.Sorted(maps.Keys(e.Carries)) {
 		ds = append(ds, dim{kind: dimCarry, op: i, n: 1 + len(e.Carries[i])})
 	}
 	return ds

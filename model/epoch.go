@@ -319,16 +319,6 @@ func (e *Epoch) CoveredMarks(st *State) []string {
 	return out
 }
 
-// sortedKeys returns a map's int keys sorted.
-func sortedKeys[V any](m map[int]V) []int {
-	ks := make([]int, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Ints(ks)
-	return ks
-}
-
 // Unsettled returns the ops painted per state (everything else is in the shared layer).
 func (e *Epoch) Unsettled() []int { return e.unsettled }
 

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"sort"
@@ -176,7 +177,7 @@ func (s *State) format(e *Epoch) string {
 	}
 	if len(s.Torn) > 0 {
 		var parts []string
-		for _, i := range sortedKeys(s.Torn) {
+		for _, i := range slices.Sorted(maps.Keys(s.Torn)) {
 			parts = append(parts, fmt.Sprintf("%d=%s", i, s.Torn[i]))
 		}
 		b.WriteString(":t" + strings.Join(parts, ","))
@@ -193,7 +194,7 @@ func (s *State) format(e *Epoch) string {
 	}
 	if len(s.Carry) > 0 {
 		var parts []string
-		for _, i := range sortedKeys(s.Carry) {
+		for _, i := range slices.Sorted(maps.Keys(s.Carry)) {
 			parts = append(parts, fmt.Sprintf("%d=%d", i, s.Carry[i]))
 		}
 		b.WriteString(":c" + strings.Join(parts, ","))
