@@ -6,7 +6,9 @@
 //
 //	0  no violation found (or the command succeeded)
 //	1  violations found
-//	2  usage error or tool error
+//	2  usage error or tool error (bad input: do not retry)
+//	3  retryable infrastructure failure (a loop device, mount or FUSE mount could not be set up,
+//	   out of space): a batch engine should run it again
 package cli
 
 import (
@@ -18,6 +20,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/powercut/powercut/internal/infra"
 )
 
 // Exit codes.
@@ -25,6 +29,7 @@ const (
 	ExitOK         = 0
 	ExitViolations = 1
 	ExitError      = 2
+	ExitRetryable  = 3
 )
 
 // ErrViolations is returned by a command that ran fine and found violations (exit 1).
@@ -102,6 +107,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitViolations
 	}
 	fmt.Fprintf(stderr, "powercut: %v\n", err)
+	if infra.Retryable(err) {
+		return ExitRetryable
+	}
 	var u usageError
 	if errors.As(err, &u) || isCobraUsage(err) {
 		fmt.Fprintln(stderr, "Run 'powercut --help' for usage.")

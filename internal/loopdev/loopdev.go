@@ -9,6 +9,7 @@ package loopdev
 import (
 	"context"
 	"fmt"
+	"github.com/powercut/powercut/internal/infra"
 	"os/exec"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ func Attach(ctx context.Context, file string, directIO bool) (string, error) {
 	args = append(args, file)
 	out, err := exec.CommandContext(ctx, "losetup", args...).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("losetup %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return "", infra.Wrap("attach a loop device", fmt.Errorf("losetup %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out))))
 	}
 	dev := strings.TrimSpace(string(out))
 	if !strings.HasPrefix(dev, "/dev/loop") {

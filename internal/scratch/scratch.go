@@ -12,6 +12,7 @@ package scratch
 import (
 	"context"
 	"fmt"
+	"github.com/powercut/powercut/internal/infra"
 	"io"
 	"os"
 	"os/exec"
@@ -88,7 +89,7 @@ func New(ctx context.Context) (*Dir, error) {
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("mount scratch FUSE directory: %w", err)
+		return nil, infra.Wrap("mount the scratch FUSE directory", err)
 	}
 	d.server = srv
 	return d, nil
