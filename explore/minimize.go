@@ -41,6 +41,9 @@ type Minimal struct {
 	// before 1-minimality was shown.
 	Checks   int  `json:"checks"`
 	Complete bool `json:"complete"`
+	// Where says, per deviation, what the operation's blocks hold (a file's data, the journal, an
+	// inode table...), when the caller could tell (internal/explain on file-system images).
+	Where []string `json:"where,omitempty"`
 	// Violation is what the checker reported on the minimal state.
 	Violation Violation `json:"violation"`
 	Reason    string    `json:"crash_point"`

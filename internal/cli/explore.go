@@ -158,7 +158,7 @@ func init() {
 			bases             []string
 			asJSON            bool
 			checkTimeout      time.Duration
-			reads             string
+			reads, explainFS  string
 		)
 		c := &cobra.Command{
 			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
@@ -229,6 +229,9 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 				})
 				finish()
+				if err == nil && explainFS != "" {
+					explainGroups(ctx, env.Stderr, explainFS, explore.Source{Log: l, Bases: bm}, rep)
+				}
 				if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
 					err = ferr
 				}
@@ -274,6 +277,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 		c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
 		c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
 		c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, appended and synced as results come): violations, every checked state and the summary; --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
+		c.Flags().StringVar(&explainFS, "explain", "", "file system of the images (ext4, xfs, btrfs): say what each deviating operation of a minimal state holds (a file's data, the journal, an inode table...)")
 		c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
 		return c
 	})
@@ -352,6 +356,9 @@ func printGroups(w io.Writer, rep *explore.Report, replay func(string) string) {
 			note := ""
 			if !m.Complete {
 				note = ", budget spent: may not be minimal"
+			}
+			for _, wh := range m.Where {
+				fmt.Fprintf(w, "    where: %s\n", wh)
 			}
 			fmt.Fprintf(w, "    minimal state: %s (%d checks%s), crash point: %s\n", m.StateID, m.Checks, note, m.Reason)
 			fmt.Fprintf(w, "    rebuild: %s\n", replay(m.StateID))

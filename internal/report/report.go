@@ -55,6 +55,7 @@ type groupJSON struct {
 	CrashSeq    int64    `json:"crash_seq"`
 	CrashPoint  string   `json:"crash_point"`
 	LastMark    string   `json:"last_mark,omitempty"`
+	Where       []string `json:"where,omitempty"`
 }
 
 type deviceJSON struct {
@@ -111,7 +112,7 @@ func WriteHTML(w io.Writer, in Input) error {
 			CrashPoint: g.First.Reason, LastMark: g.First.LastMark, CrashSeq: -1}
 		if m := g.Minimal; m != nil {
 			gj.Minimal, gj.MinReplay, gj.Explanation, gj.Checks = m.StateID, replay(m.StateID), m.Explanation, m.Checks
-			gj.CrashSeq, gj.CrashPoint, gj.LastMark = int64(m.CrashSeq), m.Reason, m.LastMark
+			gj.CrashSeq, gj.CrashPoint, gj.LastMark, gj.Where = int64(m.CrashSeq), m.Reason, m.LastMark, m.Where
 			if m.Violation.Output != "" {
 				gj.Output = m.Violation.Output
 			}
