@@ -113,6 +113,7 @@ func (d *Device) do(rec *pclog.Record, fn func() error) error {
 	if err != nil {
 		return err
 	}
+	d.r.capture(s)
 	rec.Submit = s
 	rec.Device = d.info.ID
 	if fn != nil {

@@ -41,6 +41,8 @@ type Recorder struct {
 	// SyncEvery, when set, fsyncs the log after every record (slow; for tests of the log itself).
 	SyncEvery bool
 	closed    bool
+	st        stacks
+	path      string
 }
 
 // Create starts a recording at path. Devices are created from the header's device list with the
@@ -58,7 +60,7 @@ func Create(path string, h pclog.Header, stores []Store) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Recorder{w: w, devs: map[uint16]*Device{}}
+	r := &Recorder{w: w, devs: map[uint16]*Device{}, path: path}
 	for i, d := range h.Devices {
 		r.devs[d.ID] = &Device{r: r, info: d, store: stores[i]}
 	}
@@ -135,6 +137,7 @@ func (r *Recorder) Complete(rec *pclog.Record) error {
 			return err
 		}
 	}
+	r.appended(rec.Submit, int(r.w.Records())-1)
 	r.ops++
 	if r.failAfterOps > 0 && r.ops >= r.failAfterOps {
 		r.stop()
@@ -182,7 +185,11 @@ func (r *Recorder) Close() error {
 		return nil
 	}
 	r.closed = true
-	return r.w.Close()
+	serr := r.writeStacks(r.path)
+	if err := r.w.Close(); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Seq returns the last sequence number handed out (for tests that force interleavings).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -16,6 +17,7 @@ import (
 	"github.com/powercut/powercut/internal/verify"
 	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
+	"github.com/powercut/powercut/record"
 )
 
 // exploreFlags are shared by every command that explores (explore, demo, fs).
@@ -260,6 +262,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 				} else {
 					printGroups(env.Stdout, rep, replay)
+					printStacks(env.Stdout, logPath, rep)
 					printSummary(env.Stdout, rep)
 				}
 				if len(rep.Violations) > 0 {
@@ -368,6 +371,33 @@ func printGroups(w io.Writer, rep *explore.Report, replay func(string) string) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// printStacks shows, for a recording made with record.CaptureStacks, where in the program each
+// deviating operation of a minimal state was issued.
+func printStacks(w io.Writer, logPath string, rep *explore.Report) {
+	st, err := record.LoadStacks(logPath)
+	if err != nil || st == nil {
+		return
+	}
+	for i, g := range rep.Groups {
+		if g.Minimal == nil {
+			continue
+		}
+		for _, d := range g.Minimal.Deviations {
+			if s := st[d.Op]; s != "" {
+				fmt.Fprintf(w, "[%d] op %d was issued at:\n%s", i+1, d.Op, indent(s, "    "))
+			}
+		}
+	}
+}
+
+func indent(s, pre string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i := range lines {
+		lines[i] = pre + lines[i]
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 func printSummary(w io.Writer, rep *explore.Report) {
