@@ -20,6 +20,12 @@ import (
 	"github.com/powercut/powercut/internal/scratch"
 )
 
+// Sentinel errors: a file system with no checker, a checker's tool not installed.
+var (
+	ErrUnknownFS   = errors.New("unknown file system")
+	ErrToolMissing = errors.New("tool not installed")
+)
+
 // MaxOutput bounds the output kept per violation.
 const MaxOutput = 8 << 10
 
@@ -199,11 +205,11 @@ func NewFsck(fsType string, files Files) (*Fsck, error) {
 	case "btrfs":
 		tools = []string{"btrfs"}
 	default:
-		return nil, fmt.Errorf("unknown file system %q for --fsck (want ext4, xfs or btrfs)", fsType)
+		return nil, fmt.Errorf("%w %q (want ext4, xfs or btrfs)", ErrUnknownFS, fsType)
 	}
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
-			return nil, fmt.Errorf("--fsck %s needs %s, which is not installed", fsType, t)
+			return nil, fmt.Errorf("%w: checking %s needs %s", ErrToolMissing, fsType, t)
 		}
 	}
 	return &Fsck{Files: files, FS: fsType, Timeout: 5 * time.Minute}, nil

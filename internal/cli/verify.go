@@ -100,7 +100,7 @@ func runVerify(cmd *cobra.Command, env *Env, o *verifyOpts) error {
 	if o.mix != "" {
 		m, err := verify.ParseMix(o.mix)
 		if err != nil {
-			return usagef("%v", err)
+			return usagef("--mix: %v", err)
 		}
 		cfg.Mix = &m
 	}

@@ -87,7 +87,7 @@ func (c *ExploreChecker) index(l *pclog.Log) (*logIndex, error) {
 	}
 	x, err := buildIndex(l, c.id)
 	if err != nil {
-		return nil, fmt.Errorf("--verify %s: %w", c.trackFile, err)
+		return nil, fmt.Errorf("track file %s: %w", c.trackFile, err)
 	}
 	c.idx[l] = x
 	return x, nil

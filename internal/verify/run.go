@@ -76,27 +76,34 @@ func ModeMix(mode string) (Mix, bool, error) {
 		// Sequential: each block is written, then trimmed.
 		return Mix{W: 50, T: 50}, true, nil
 	}
-	return Mix{}, false, fmt.Errorf("unknown --rw mode %q (want one of %s)", mode, strings.Join(Modes, ", "))
+	return Mix{}, false, fmt.Errorf("%w %q (want one of %s)", ErrUnknownMode, mode, strings.Join(Modes, ", "))
 }
+
+// Sentinel errors of the workload's configuration (wrapped with the details).
+var (
+	ErrUnknownMode   = errors.New("unknown workload mode")
+	ErrBadMix        = errors.New("bad operation mix")
+	ErrTrackRequired = errors.New("no expectations to verify")
+)
 
 // ParseMix parses "R,W,T" or "R,W,T,Z" percentages summing to 100.
 func ParseMix(s string) (Mix, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) < 3 || len(parts) > 4 {
-		return Mix{}, fmt.Errorf("--mix %q: want R,W,T or R,W,T,Z percentages", s)
+		return Mix{}, fmt.Errorf("%w %q: want R,W,T or R,W,T,Z percentages", ErrBadMix, s)
 	}
 	var v [4]int
 	sum := 0
 	for i, p := range parts {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || n < 0 || n > 100 {
-			return Mix{}, fmt.Errorf("--mix %q: %q is not a percentage", s, p)
+			return Mix{}, fmt.Errorf("%w %q: %q is not a percentage", ErrBadMix, s, p)
 		}
 		v[i] = n
 		sum += n
 	}
 	if sum != 100 {
-		return Mix{}, fmt.Errorf("--mix %q: percentages sum to %d, want 100", s, sum)
+		return Mix{}, fmt.Errorf("%w %q: percentages sum to %d, want 100", ErrBadMix, s, sum)
 	}
 	return Mix{R: v[0], W: v[1], T: v[2], Z: v[3]}, nil
 }
@@ -338,13 +345,13 @@ func (r *runner) loadTrack(id *Identity) error {
 		switch {
 		case errors.Is(err, ErrNoTrack):
 			if cfg.TrackRequired {
-				return fmt.Errorf("--track-required: %w (it is written at the clean end of a run with --track and deleted when a run loads it)", err)
+				return fmt.Errorf("%w: a track file is required and %w (it is written at the clean end of a tracked run and deleted when a run loads it)", ErrTrackRequired, err)
 			}
 		case err != nil:
 			return err
 		default:
 			if lid.Size != size || lid.BlockSize != bs || lid.Offset != cfg.Offset {
-				return fmt.Errorf("track file %s describes a different region (size %d, block size %d, offset %d) than this run (size %d, block size %d, offset %d); use the same --size/--bs/--offset or delete the file",
+				return fmt.Errorf("track file %s describes a different region (size %d, block size %d, offset %d) than this run (size %d, block size %d, offset %d); use the same size, block size and offset, or delete the file",
 					cfg.TrackFile, lid.Size, lid.BlockSize, lid.Offset, size, bs, cfg.Offset)
 			}
 			// Deleted before any I/O: if this run dies, no file claims to know the target.

@@ -44,6 +44,9 @@ type TargetOptions struct {
 	CreateSize int64
 }
 
+// ErrNoSize: a target file to create needs a size.
+var ErrNoSize = errors.New("no size")
+
 // OpenTarget opens a file, block device or NBD export ("nbd://host[:port][/export]" or
 // "nbd+unix:///export?socket=PATH"). The name returned is the basename used for dumps.
 func OpenTarget(spec string, o TargetOptions) (t Target, name string, closeFn func() error, err error) {
@@ -90,7 +93,7 @@ func OpenFile(path string, o TargetOptions) (*FileTarget, error) {
 	if o.Create {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			if o.CreateSize <= 0 {
-				return nil, fmt.Errorf("target %s does not exist (give --size to create it)", path)
+				return nil, fmt.Errorf("%w: target %s does not exist and no size was given to create it", ErrNoSize, path)
 			}
 			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 			if err != nil {
