@@ -126,6 +126,9 @@ func runVerify(cmd *cobra.Command, env *Env, o *verifyOpts) error {
 	cfg.TrimZeroes, cfg.VerifyAll, cfg.MaxFailures, cfg.NoFinalFlush = o.trimZeroes, o.verifyAll, o.maxFailures, o.noFinalFlush
 
 	tgt, name, closeFn, err := verify.OpenTarget(o.target, verify.TargetOptions{Direct: o.direct, Create: true, CreateSize: cfg.Offset + cfg.Size})
+	if errors.Is(err, verify.ErrNoSize) {
+		return usagef("--target %s does not exist: give --size to create it", o.target)
+	}
 	if err != nil {
 		return err
 	}
