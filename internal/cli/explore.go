@@ -263,7 +263,8 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 				} else {
 					printGroups(env.Stdout, rep, replay)
 					printStacks(env.Stdout, logPath, rep)
-					printSummary(env.Stdout, rep)
+					_, counted := chk.(nullChecker)
+					printSummary(env.Stdout, rep, counted)
 				}
 				if len(rep.Violations) > 0 {
 					return ErrViolations
@@ -400,11 +401,25 @@ func indent(s, pre string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-func printSummary(w io.Writer, rep *explore.Report) {
-	fmt.Fprintf(w, "crash points: %d\nstates generated: %d\ndistinct images: %d\nchecked: %d\nviolations: %d (in %d states)\n",
-		rep.CrashPoints, rep.States, rep.Distinct, rep.Checked, len(rep.Violations), rep.BadStates)
+// printSummary ends a run with its counts; without a checker (counted) it says what was generated
+// and nothing about checks.
+func printSummary(w io.Writer, rep *explore.Report, counted ...bool) {
+	fmt.Fprintf(w, "crash points: %d\nstates generated: %d\ndistinct images: %d\n", rep.CrashPoints, rep.States, rep.Distinct)
+	if len(counted) > 0 && counted[0] {
+		fmt.Fprintf(w, "no checker given: states generated and deduplicated only (--check, --fsck or --verify checks them)\n")
+	} else {
+		if rep.Shard != nil {
+			fmt.Fprintf(w, "checked here (shard %s): %d\n", rep.Shard, rep.Checked)
+		} else {
+			fmt.Fprintf(w, "checked: %d\n", rep.Checked)
+		}
+		fmt.Fprintf(w, "violations: %d (in %d states)\n", len(rep.Violations), rep.BadStates)
+	}
 	if rep.Truncated > 0 {
-		fmt.Fprintf(w, "note: --states cut the enumeration short at %d crash points\n", rep.Truncated)
+		fmt.Fprintf(w, "note: %d crash points were capped (--states, or exhaustive beyond %d states): the rest of their states were not generated\n", rep.Truncated, model.ExhaustiveLimit)
+	}
+	if rep.StoppedEarly {
+		fmt.Fprintf(w, "note: stopped early at the violation limit (--max-violations/--fail-fast)\n")
 	}
 	fmt.Fprintf(w, "time: %.1fs\n", rep.Seconds)
 }

@@ -87,3 +87,15 @@ func TestGroupsResultsReportResumeRepro(t *testing.T) {
 		}
 	}
 }
+
+// explore without a checker says it only generated states, and prints no "checked" count.
+func TestExploreWithoutCheckerSaysSo(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "demo.pclog")
+	if code, out := runCLI(t, "demo", "--keep-log", logPath); code != ExitOK {
+		t.Fatalf("demo: exit %d\n%s", code, out)
+	}
+	code, out := runCLI(t, "explore", "--log", logPath, "--model", "reorder")
+	if code != ExitOK || strings.Contains(out, "checked:") || !strings.Contains(out, "no checker given") {
+		t.Errorf("explore without a checker: exit %d\n%s", code, out)
+	}
+}
