@@ -18,8 +18,15 @@ func registerRecord(name string, f cmdFactory) {
 func init() {
 	register("record", func(env *Env) *cobra.Command {
 		c := &cobra.Command{
-			Use:   "record",
+			Use:   "record fuse|nbd [flags]",
 			Short: "Record every block operation a storage stack issues into a .pclog",
+			Args:  cobra.ArbitraryArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usagef("unknown frontend %q (want fuse or nbd)", args[0])
+				}
+				return usagef("which frontend? powercut record fuse|nbd")
+			},
 		}
 		addCommands(c, env, recordFrontends)
 		return c

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -71,7 +70,8 @@ func NewRoot(env *Env) *cobra.Command {
 		Long: `powercut records every block I/O a storage stack issues, generates the disk states a
 crash could leave behind under the real durability rules of block devices, and checks each one.
 
-Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error.`,
+Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error (do not retry),
+3 retryable infrastructure failure (loop device, mount or FUSE setup failed, out of space).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -79,7 +79,24 @@ Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error.`,
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	addCommands(root, env, factories)
+	typedArgs(root)
 	return root
+}
+
+// typedArgs makes every argument-count error of the tree a usage error by type, so Run never
+// has to recognise cobra's messages.
+func typedArgs(c *cobra.Command) {
+	if orig := c.Args; orig != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := orig(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		typedArgs(sub)
+	}
 }
 
 // addCommands adds the registered subcommands to parent in name order.
@@ -99,7 +116,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	env := &Env{Ctx: ctx, Stdout: stdout, Stderr: stderr}
 	root := NewRoot(env)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	// An unknown subcommand is found before anything runs: a usage error by construction.
+	if c, _, err := root.Find(args); err != nil {
+		fmt.Fprintf(stderr, "powercut: %v\n", err)
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", c.CommandPath())
+		return ExitError
+	}
+	cmd, err := root.ExecuteContextC(ctx)
 	switch {
 	case err == nil:
 		return ExitOK
@@ -111,18 +134,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitRetryable
 	}
 	var u usageError
-	if errors.As(err, &u) || isCobraUsage(err) {
-		fmt.Fprintln(stderr, "Run 'powercut --help' for usage.")
+	if errors.As(err, &u) {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return ExitError
-}
-
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument", "required flag"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }

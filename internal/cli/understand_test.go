@@ -99,3 +99,24 @@ func TestExploreWithoutCheckerSaysSo(t *testing.T) {
 		t.Errorf("explore without a checker: exit %d\n%s", code, out)
 	}
 }
+
+// Usage errors point to the subcommand's own help and name what was wrong; detection is by
+// type, not by cobra's wording.
+func TestUsageErrorsPointToTheirCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"explore", "--modle", "x"}, "Run 'powercut explore --help'"},
+		{[]string{"explore", "--model", "bogus", "--log", "x"}, "--model: unknown model"},
+		{[]string{"replay", "extra"}, "Run 'powercut replay --help'"},
+		{[]string{"record", "nbdd"}, "unknown frontend \"nbdd\""},
+		{[]string{"explroe"}, "Run 'powercut --help'"},
+		{[]string{"report"}, "Run 'powercut report --help'"},
+	} {
+		code, out := runCLI(t, c.args...)
+		if code != ExitError || !strings.Contains(out, c.want) {
+			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, out)
+		}
+	}
+}
