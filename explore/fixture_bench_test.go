@@ -10,18 +10,15 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/powercut/powercut/internal/dmlogwrites"
+	"github.com/powercut/powercut/internal/testenv"
 	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
 )
 
-const fixtureDir = "../../shared/fixtures/ext4-ordered"
-
 // fixture decompresses the real kernel recording and imports it; it skips when shared/ is absent.
 func fixture(tb testing.TB) (l *pclog.Log, base *os.File, logBin string) {
 	tb.Helper()
-	if _, err := os.Stat(fixtureDir); err != nil {
-		tb.Skipf("skipping: fixture %s not found (shared/ must sit beside the checkout)", fixtureDir)
-	}
+	fixtureDir := testenv.Fixture(tb, "ext4-ordered")
 	dir := tb.TempDir()
 	unz := func(name string) string {
 		in, err := os.Open(filepath.Join(fixtureDir, name+".zst"))

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -121,7 +120,7 @@ func fixtureWithOracle(t *testing.T) (*pclog.Log, *os.File, *expectChecker) {
 }
 
 func loadManifest(t *testing.T) manifest {
-	b, err := os.ReadFile(filepath.Join(fixtureDir, "manifest.json"))
+	b, err := os.ReadFile(testenv.Fixture(t, "ext4-ordered/manifest.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

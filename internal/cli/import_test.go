@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"github.com/powercut/powercut/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,31 +16,9 @@ import (
 	"github.com/powercut/powercut/pclog"
 )
 
-// dmFixture returns the path of a file of the real-kernel fixtures (../shared/fixtures beside the
-// checkout, or $POWERCUT_FIXTURES), skipping the test if they are absent.
-func dmFixture(t *testing.T, rel string) string {
-	dir := os.Getenv("POWERCUT_FIXTURES")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(d, "..", "shared", "fixtures")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Fatal("go.mod not found above the test's directory")
-			}
-		}
-	}
-	p := filepath.Join(dir, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("fixture %s not available (%v): the real-kernel fixtures live in ../shared/fixtures beside the checkout, or set POWERCUT_FIXTURES", p, err)
-	}
-	return p
-}
+// dmFixture returns the path of a file of the real-kernel fixtures, skipping the test if they
+// are absent.
+func dmFixture(t *testing.T, rel string) string { return testenv.Fixture(t, rel) }
 
 func unzstd(t *testing.T, path string) []byte {
 	f, err := os.Open(path)

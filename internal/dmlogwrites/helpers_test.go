@@ -3,9 +3,9 @@ package dmlogwrites
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/powercut/powercut/internal/testenv"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -81,35 +81,9 @@ func sampleEntries() []tEntry {
 	}
 }
 
-// fixtureDir finds ../shared/fixtures beside the repository (or $POWERCUT_FIXTURES).
-func fixtureDir(t testing.TB) string {
-	if d := os.Getenv("POWERCUT_FIXTURES"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "fixtures")
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Fatal("go.mod not found above the test's directory")
-		}
-		dir = up
-	}
-}
 
 // fixtureFile returns the path of a fixture file, skipping the test if the fixtures are absent.
-func fixtureFile(t testing.TB, rel string) string {
-	p := filepath.Join(fixtureDir(t), rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("fixture %s not available (%v): the real-kernel fixtures live in ../shared/fixtures beside the checkout, or set POWERCUT_FIXTURES", p, err)
-	}
-	return p
-}
+func fixtureFile(t testing.TB, rel string) string { return testenv.Fixture(t, rel) }
 
 // openZstd opens a zstd-compressed file as an Open for Import.
 func openZstd(path string) Open {

@@ -6,6 +6,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -50,4 +51,32 @@ func RequireLoop(t testing.TB) {
 		t.Skip("skipping: /dev/loop-control missing (no loop devices)")
 	}
 	RequireTool(t, "losetup")
+}
+
+// Fixture returns the path of a file of the real-kernel fixtures: $POWERCUT_FIXTURES/rel, or
+// ../shared/fixtures/rel beside the module (where CI and the developers' checkouts have them).
+// It skips the test, naming the path it looked at, when they are absent.
+func Fixture(t testing.TB, rel string) string {
+	t.Helper()
+	dir := os.Getenv("POWERCUT_FIXTURES")
+	if dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d := wd; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				dir = filepath.Join(d, "..", "shared", "fixtures")
+				break
+			}
+			if filepath.Dir(d) == d {
+				t.Fatal("go.mod not found above the test's directory")
+			}
+		}
+	}
+	p := filepath.Join(dir, rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("skipping: needs the real-kernel fixture %s (%v): the fixtures live in ../shared/fixtures beside the checkout (CI has them), or set POWERCUT_FIXTURES", p, err)
+	}
+	return p
 }
