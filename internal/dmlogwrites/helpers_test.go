@@ -81,7 +81,6 @@ func sampleEntries() []tEntry {
 	}
 }
 
-
 // fixtureFile returns the path of a fixture file, skipping the test if the fixtures are absent.
 func fixtureFile(t testing.TB, rel string) string { return testenv.Fixture(t, rel) }
 
