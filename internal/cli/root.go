@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sort"
 
 	"github.com/spf13/cobra"
@@ -80,7 +81,23 @@ Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error (do 
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	addCommands(root, env, factories)
 	typedArgs(root)
+	withExitCodes(root)
 	return root
+}
+
+// withExitCodes makes every command's help state its exit codes: the ones that find violations
+// say so in their own words; every other command gets the common contract.
+func withExitCodes(c *cobra.Command) {
+	if !strings.Contains(c.Long, "Exit codes") {
+		long := c.Long
+		if long == "" {
+			long = c.Short + "."
+		}
+		c.Long = long + "\n\nExit codes: 0 success, 2 usage or tool error (do not retry), 3 retryable infrastructure failure."
+	}
+	for _, sub := range c.Commands() {
+		withExitCodes(sub)
+	}
 }
 
 // typedArgs makes every argument-count error of the tree a usage error by type, so Run never

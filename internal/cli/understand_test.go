@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/spf13/cobra"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string) {
@@ -119,4 +120,19 @@ func TestUsageErrorsPointToTheirCommand(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, out)
 		}
 	}
+}
+
+// Every command's help states its exit codes.
+func TestEveryHelpStatesExitCodes(t *testing.T) {
+	root := NewRoot(&Env{Ctx: context.Background(), Stdout: io.Discard, Stderr: io.Discard})
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if !strings.Contains(c.Long, "Exit codes") {
+			t.Errorf("%s --help does not state its exit codes", c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(root)
 }
