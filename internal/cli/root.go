@@ -16,8 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
