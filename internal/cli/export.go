@@ -22,7 +22,7 @@ func newExportCmd(env *Env) *cobra.Command {
 			if len(args) > 0 {
 				return usagef("export: unknown format %q (supported: dm-log-writes)", args[0])
 			}
-			return usagef("export needs a format: powercut export dm-log-writes --in F.pclog --out LOGIMG")
+			return usagef("export needs a format: powercut export dm-log-writes --log F.pclog --out LOGIMG")
 		},
 	}
 	c.AddCommand(newExportDMLogWritesCmd(env))
@@ -32,7 +32,7 @@ func newExportCmd(env *Env) *cobra.Command {
 func newExportDMLogWritesCmd(env *Env) *cobra.Command {
 	var in, out string
 	c := &cobra.Command{
-		Use:   "dm-log-writes --in F.pclog --out LOGIMG",
+		Use:   "dm-log-writes --log F.pclog --out LOGIMG",
 		Short: "Write a pclog as a dm-log-writes log (for fstests' replay-log)",
 		Long: `Write a single-device pclog as a dm-log-writes log that fstests' replay-log replays.
 A log imported from dm-log-writes exports byte for byte as the original (except 4 undefined
@@ -89,7 +89,9 @@ WRITE_ZEROES becomes a WRITE of zeros (dm-log-writes has no such entry) and the 
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&in, "in", "", "pclog to export (one device)")
+	f.StringVar(&in, "log", "", "the recording (.pclog) to export (one device)")
+	f.StringVar(&in, "in", "", "same as --log")
+	_ = f.MarkDeprecated("in", "use --log (the recording is --log in every command)")
 	f.StringVar(&out, "out", "", "dm-log-writes log file to write")
 	return c
 }

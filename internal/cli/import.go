@@ -26,7 +26,7 @@ func newImportCmd(env *Env) *cobra.Command {
 			if len(args) > 0 {
 				return usagef("import: unknown format %q (supported: dm-log-writes)", args[0])
 			}
-			return usagef("import needs a format: powercut import dm-log-writes --log LOGIMG --out F.pclog")
+			return usagef("import needs a format: powercut import dm-log-writes --dm-log LOGIMG --out F.pclog")
 		},
 	}
 	c.AddCommand(newImportDMLogWritesCmd(env))
@@ -36,7 +36,7 @@ func newImportCmd(env *Env) *cobra.Command {
 func newImportDMLogWritesCmd(env *Env) *cobra.Command {
 	var logPath, out, base, size string
 	c := &cobra.Command{
-		Use:   "dm-log-writes --log LOGIMG --out F.pclog [--base IMG | --size N]",
+		Use:   "dm-log-writes --dm-log LOGIMG --out F.pclog [--base IMG | --size N]",
 		Short: "Import the log of the kernel's dm-log-writes target",
 		Long: `Import the log device of the Linux kernel's dm-log-writes target (as fstests' replay-log
 reads it) into a pclog. 512- and 4096-byte sector logs are read; a log whose nr_entries is stale
@@ -52,7 +52,7 @@ size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB co
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if logPath == "" {
-				return usagef("import dm-log-writes: --log LOGIMG is required")
+				return usagef("import dm-log-writes: --dm-log LOGIMG is required")
 			}
 			if out == "" {
 				return usagef("import dm-log-writes: --out F.pclog is required")
@@ -98,7 +98,10 @@ size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB co
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&logPath, "log", "", "dm-log-writes log device or image (zstd accepted)")
+	f.StringVar(&logPath, "dm-log", "", "dm-log-writes log device or image (zstd accepted)")
+	// --log names a pclog in every other command; here it once named the dm-log-writes log.
+	f.StringVar(&logPath, "log", "", "same as --dm-log")
+	_ = f.MarkDeprecated("log", "use --dm-log (--log names a .pclog recording everywhere else)")
 	f.StringVar(&out, "out", "", "pclog file to write")
 	f.StringVar(&base, "base", "", "image of the data device before recording (zstd accepted); sets the device size")
 	f.StringVar(&size, "size", "", "device size in bytes or with K/M/G/T (powers of 1024), when there is no --base")

@@ -136,3 +136,22 @@ func TestEveryHelpStatesExitCodes(t *testing.T) {
 	}
 	walk(root)
 }
+
+// The old spellings of renamed flags still work, with a warning: --log for import's dm-log-writes
+// input (now --dm-log, since --log names a .pclog everywhere) and --in for export's recording.
+func TestRenamedFlagsStillWork(t *testing.T) {
+	dir := t.TempDir()
+	pcl := filepath.Join(dir, "d.pclog")
+	if code, out := runCLI(t, "demo", "--keep-log", pcl); code != ExitOK {
+		t.Fatalf("demo: %d\n%s", code, out)
+	}
+	dm := filepath.Join(dir, "d.dmlw")
+	code, out := runCLI(t, "export", "dm-log-writes", "--in", pcl, "--out", dm)
+	if code != ExitOK || !strings.Contains(out, "deprecated") {
+		t.Fatalf("export --in: exit %d\n%s", code, out)
+	}
+	code, out = runCLI(t, "import", "dm-log-writes", "--log", dm, "--out", filepath.Join(dir, "back.pclog"))
+	if code != ExitOK || !strings.Contains(out, "deprecated") {
+		t.Fatalf("import --log: exit %d\n%s", code, out)
+	}
+}
