@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -83,14 +85,15 @@ names device 0's image and the others get a .devN suffix.`,
 	})
 }
 
-// writeImage writes img to path atomically (temporary file, then rename).
+// writeImage writes img to path atomically (temporary file, then rename), sparse: blocks that
+// read as zeros are left as holes, so a 1 GiB device holding 64 KiB of data takes 64 KiB.
 func writeImage(path string, img *image.Image) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".powercut-replay-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := img.WriteTo(tmp); err != nil {
+	if err := writeSparse(tmp, img, img.Size()); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -98,4 +101,28 @@ func writeImage(path string, img *image.Image) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// writeSparse copies size bytes of r to f, skipping 4 KiB blocks of zeros (holes), then sets
+// the file's size.
+func writeSparse(f *os.File, r io.ReaderAt, size int64) error {
+	const chunk, block = 1 << 20, 4096
+	buf := make([]byte, chunk)
+	zero := make([]byte, block)
+	for off := int64(0); off < size; off += chunk {
+		n := int(min(chunk, size-off))
+		if _, err := r.ReadAt(buf[:n], off); err != nil && err != io.EOF {
+			return err
+		}
+		for b := 0; b < n; b += block {
+			e := min(b+block, n)
+			if bytes.Equal(buf[b:e], zero[:e-b]) {
+				continue
+			}
+			if _, err := f.WriteAt(buf[b:e], off+int64(b)); err != nil {
+				return err
+			}
+		}
+	}
+	return f.Truncate(size)
 }

@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
+
+	"github.com/powercut/powercut/pclog"
+	"github.com/powercut/powercut/record"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string) {
@@ -153,5 +157,38 @@ func TestRenamedFlagsStillWork(t *testing.T) {
 	code, out = runCLI(t, "import", "dm-log-writes", "--log", dm, "--out", filepath.Join(dir, "back.pclog"))
 	if code != ExitOK || !strings.Contains(out, "deprecated") {
 		t.Fatalf("import --log: exit %d\n%s", code, out)
+	}
+}
+
+// replay writes sparse files: a 1 GiB device holding 64 KiB of data takes about 64 KiB.
+func TestReplayIsSparse(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "big.pclog")
+	r, err := record.Create(logPath, pclog.Header{Devices: []pclog.Device{{ID: 0, Name: "d", Size: 1 << 30, SectorSize: 512}}}, []record.Store{record.NewMemStore(1 << 30)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0xAB}, 64<<10)
+	if err := r.Device(0).WriteAt(data, 512<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	img := filepath.Join(dir, "crash.img")
+	if code, out := runCLI(t, "replay", "--log", logPath, "--state", "reorder:0", "--out", img); code != ExitOK {
+		t.Fatalf("replay: exit %d\n%s", code, out)
+	}
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := st.Sys().(*syscall.Stat_t).Blocks * 512
+	if st.Size() != 1<<30 || used > 1<<20 {
+		t.Errorf("crash image: %d bytes, %d bytes on disk; want 1 GiB taking at most 1 MiB", st.Size(), used)
+	}
+	got := make([]byte, len(data))
+	f, _ := os.Open(img)
+	defer f.Close()
+	if _, err := f.ReadAt(got, 512<<20); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the written data is not where it belongs: %v", err)
 	}
 }
