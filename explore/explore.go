@@ -22,6 +22,9 @@ import (
 type Source struct {
 	Log   *pclog.Log
 	Bases map[uint16]io.ReaderAt
+	// SectorSize, when set (512 or 4096), overrides the logical sector size the log's header
+	// gives its devices: the unit of tearing (model.History.SetSectorSize).
+	SectorSize int64
 }
 
 // Options configures an exploration.

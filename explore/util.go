@@ -61,5 +61,10 @@ func history(src *Source) (*model.History, error) {
 		return nil, err
 	}
 	h.BaseZero = baseZero(src)
+	if src.SectorSize != 0 {
+		if err := h.SetSectorSize(src.SectorSize); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -144,6 +145,29 @@ func NewHistory(ops []Op, devs []pclog.Device) (*History, error) {
 		}
 	}
 	return h, nil
+}
+
+// ErrSectorSize: a sector size other than 512 or 4096, or one the recorded operations are not
+// aligned to.
+var ErrSectorSize = errors.New("bad sector size")
+
+// SetSectorSize sets the logical sector size of every device (the unit of tearing, rule R6): 512
+// or 4096. Every data operation must be aligned to it: a 4 KiB-sector device never receives a
+// 512-byte write, so a log that holds one was not recorded on such a device.
+func (h *History) SetSectorSize(n int64) error {
+	if n != 512 && n != 4096 {
+		return fmt.Errorf("%w %d: want 512 or 4096", ErrSectorSize, n)
+	}
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		if o.isData() && (o.Off%n != 0 || o.Len%n != 0) {
+			return fmt.Errorf("%w %d: op %d (%s of %d bytes at byte %d) is not aligned to it", ErrSectorSize, n, i, o.Kind, o.Len, o.Off)
+		}
+	}
+	for dev := range h.SectorSize {
+		h.SectorSize[dev] = n
+	}
+	return nil
 }
 
 // FromLog builds the history of an opened pclog.

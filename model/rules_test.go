@@ -4,6 +4,7 @@ package model_test
 // are written out; ops are listed in completion order (op index = position).
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -633,5 +634,43 @@ func TestRule_DiscardChoiceOnlyWhereItMatters(t *testing.T) {
 	}
 	if e := epochAt(h, model.Coalesce, 7, false); fmt.Sprint(e.Discards) != "[1]" {
 		t.Errorf("coalesce: discards %v, want [1]", e.Discards)
+	}
+}
+
+// (R6, sector size) On a 4 KiB-sector device a write tears only at 4 KiB boundaries; a log with
+// an operation not aligned to the sector size was not recorded on such a device.
+func TestRule_TornAtTheSectorSize(t *testing.T) {
+	h := rHist([]int{32}, rW(0, 0, 16, 0, 1), rMark("m", 2)) // a 16-sector (8 KiB) write
+	mh := h.toModel(t)
+	if err := mh.SetSectorSize(4096); err != nil {
+		t.Fatal(err)
+	}
+	pts := mh.Points(model.Torn)
+	e := mh.Epoch(model.Torn, model.DiscardEither, pts[0])
+	if n := e.Sectors(0); n != 2 {
+		t.Fatalf("an 8 KiB write has %d sectors of 4 KiB, want 2", n)
+	}
+	n := 0
+	if _, err := e.States(model.EnumOptions{Strategy: model.Exhaustive}, func(st *model.State) bool {
+		n++
+		ext, err := e.Image(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range ext[0] {
+			if x.Off%4096 != 0 || x.Len%4096 != 0 {
+				t.Errorf("state %s: extent %+v tears inside a 4 KiB sector", e.ID(st), x)
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 { // dropped, whole, first half, second half
+		t.Errorf("%d torn states of a 2-sector write, want 4", n)
+	}
+	h = rHist([]int{32}, rW(0, 1, 8, 0, 1))
+	if err := h.toModel(t).SetSectorSize(4096); !errors.Is(err, model.ErrSectorSize) {
+		t.Errorf("a write at byte 512 on a 4 KiB-sector device: err %v, want ErrSectorSize", err)
 	}
 }

@@ -124,10 +124,18 @@ func openMaybeZstd(path string) (*os.File, func(), error) {
 
 // replayCommand is the one-line command that rebuilds a state's image.
 func replayCommand(logPath string, bases []string, stateID string) string {
+	return replayLine(logPath, bases, 0, stateID)
+}
+
+// replayLine is replayCommand for a recording explored with --sector-size (0: the header's).
+func replayLine(logPath string, bases []string, sectorSize int64, stateID string) string {
 	var b strings.Builder
 	b.WriteString("powercut replay --log " + shellQuote(logPath))
 	for _, s := range bases {
 		b.WriteString(" --base " + shellQuote(s))
+	}
+	if sectorSize != 0 {
+		fmt.Fprintf(&b, " --sector-size %d", sectorSize)
 	}
 	b.WriteString(" --state " + shellQuote(stateID) + " --out crash.img")
 	return b.String()
@@ -143,8 +151,13 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// violationLines prints one violation for humans.
+// printViolation prints one violation for humans.
 func printViolation(w io.Writer, logPath string, bases []string, f explore.Found) {
+	printViolationWith(w, f, func(id string) string { return replayCommand(logPath, bases, id) })
+}
+
+// printViolationWith prints one violation with the given replay line maker.
+func printViolationWith(w io.Writer, f explore.Found, replay func(string) string) {
 	fmt.Fprintf(w, "VIOLATION %s: %s", f.StateID, f.Oracle)
 	if f.Detail != "" {
 		fmt.Fprintf(w, ": %s", f.Detail)
@@ -156,5 +169,5 @@ func printViolation(w io.Writer, logPath string, bases []string, f explore.Found
 			fmt.Fprintf(w, "  | %s\n", line)
 		}
 	}
-	fmt.Fprintf(w, "  rebuild: %s\n", replayCommand(logPath, bases, f.StateID))
+	fmt.Fprintf(w, "  rebuild: %s\n", replay(f.StateID))
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -161,6 +162,7 @@ func init() {
 			asJSON            bool
 			checkTimeout      time.Duration
 			reads, explainFS  string
+			sectorSize        int64
 		)
 		c := &cobra.Command{
 			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
@@ -209,8 +211,13 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					return err
 				}
 				defer release()
-				replay := func(id string) string { return replayCommand(logPath, basePaths, id) }
-				outs, err := ef.openOutputs(outPath, newRunInfo(logPath, len(l.Entries), opts, what), &opts, replay)
+				if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
+					return usagef("--sector-size %d: want 512 or 4096", sectorSize)
+				}
+				replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
+				ri := newRunInfo(logPath, len(l.Entries), opts, what)
+				ri.SectorSize = sectorSize
+				outs, err := ef.openOutputs(outPath, ri, &opts, replay)
 				if err != nil {
 					return err
 				}
@@ -223,16 +230,20 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 					}
 				}
 				newGroup := groupSpotter()
-				rep, err := explore.Explore(ctx, explore.Source{Log: l, Bases: bm}, opts, chk, func(f explore.Found) {
+				src := explore.Source{Log: l, Bases: bm, SectorSize: sectorSize}
+				rep, err := explore.Explore(ctx, src, opts, chk, func(f explore.Found) {
 					outs.violation(f)
 					if !asJSON && newGroup(f) {
 						finishLine(env.Stderr)
-						printViolation(env.Stdout, logPath, basePaths, f)
+						printViolationWith(env.Stdout, f, replay)
 					}
 				})
+				if errors.Is(err, model.ErrSectorSize) {
+					return usagef("--sector-size: %v", err)
+				}
 				finish()
 				if err == nil && explainFS != "" {
-					explainGroups(ctx, env.Stderr, explainFS, explore.Source{Log: l, Bases: bm}, rep)
+					explainGroups(ctx, env.Stderr, explainFS, src, rep)
 				}
 				if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
 					err = ferr
@@ -281,6 +292,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 		c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
 		c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
 		c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, appended and synced as results come): violations, every checked state and the summary; --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
+		c.Flags().Int64Var(&sectorSize, "sector-size", 0, "logical sector size of the recorded devices, 512 or 4096 (default: the log header's): the unit of tearing; every operation must be aligned to it")
 		c.Flags().StringVar(&explainFS, "explain", "", "file system of the images (ext4, xfs, btrfs): say what each deviating operation of a minimal state holds (a file's data, the journal, an inode table...)")
 		c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
 		return c

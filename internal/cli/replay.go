@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/powercut/powercut/explore"
 	"github.com/powercut/powercut/image"
+	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
 )
 
@@ -20,6 +22,7 @@ func init() {
 		var (
 			logPath, stateID, toMark, out string
 			bases                         []string
+			sectorSize                    int64
 		)
 		c := &cobra.Command{
 			Use:   "replay --log F.pclog [--base IMG] (--state ID | --to-mark M) --out IMG",
@@ -48,12 +51,18 @@ names device 0's image and the others get a .devN suffix.`,
 					return err
 				}
 				defer closeBases()
-				src := explore.Source{Log: l, Bases: bm}
+				if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
+					return usagef("--sector-size %d: want 512 or 4096", sectorSize)
+				}
+				src := explore.Source{Log: l, Bases: bm, SectorSize: sectorSize}
 				var imgs map[uint16]*image.Image
 				if stateID != "" {
 					imgs, _, err = explore.Materialize(src, stateID)
 				} else {
 					imgs, err = explore.PrefixToMark(src, toMark)
+				}
+				if errors.Is(err, model.ErrSectorSize) {
+					return usagef("--sector-size: %v", err)
 				}
 				if err != nil {
 					return err
@@ -81,6 +90,7 @@ names device 0's image and the others get a .devN suffix.`,
 		c.Flags().StringVar(&stateID, "state", "", "state ID to rebuild")
 		c.Flags().StringVar(&toMark, "to-mark", "", "rebuild the prefix up to and including this mark")
 		c.Flags().StringVar(&out, "out", "", "output image file")
+		c.Flags().Int64Var(&sectorSize, "sector-size", 0, "logical sector size the state ID was generated with (explore --sector-size), 512 or 4096")
 		return c
 	})
 }

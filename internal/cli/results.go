@@ -34,6 +34,7 @@ type runInfo struct {
 	FromMark   string         `json:"from_mark,omitempty"`
 	ToMark     string         `json:"to_mark,omitempty"`
 	Check      string         `json:"check"`
+	SectorSize int64          `json:"sector_size,omitempty"`
 	Shard      *explore.Shard `json:"shard,omitempty"`
 }
 
