@@ -148,20 +148,42 @@ func NewHistory(ops []Op, devs []pclog.Device) (*History, error) {
 }
 
 // ErrSectorSize: a sector size other than 512 or 4096, or one the recorded operations are not
-// aligned to.
+// aligned to. SetSectorSize's errors are *SectorSizeError values that match it.
 var ErrSectorSize = errors.New("bad sector size")
+
+// SectorSizeError says why a sector size was refused: Size is not 512 or 4096 (Op is -1), or
+// operation Op of the history (the first one) is not aligned to it, so the log was not recorded
+// on a device with that sector size.
+type SectorSizeError struct {
+	Size int64
+	Op   int // index in History.Ops; -1 when Size itself is not a sector size
+	Dev  uint16
+	Kind pclog.Kind
+	Off  int64 // bytes
+	Len  int64 // bytes
+}
+
+func (e *SectorSizeError) Error() string {
+	if e.Op < 0 {
+		return fmt.Sprintf("%v %d: want 512 or 4096", ErrSectorSize, e.Size)
+	}
+	return fmt.Sprintf("%v %d: op %d (%s of %d bytes at byte %d of device %d) is not aligned to it", ErrSectorSize, e.Size, e.Op, e.Kind, e.Len, e.Off, e.Dev)
+}
+
+// Is makes every SectorSizeError match ErrSectorSize.
+func (e *SectorSizeError) Is(target error) bool { return target == ErrSectorSize }
 
 // SetSectorSize sets the logical sector size of every device (the unit of tearing, rule R6): 512
 // or 4096. Every data operation must be aligned to it: a 4 KiB-sector device never receives a
 // 512-byte write, so a log that holds one was not recorded on such a device.
 func (h *History) SetSectorSize(n int64) error {
 	if n != 512 && n != 4096 {
-		return fmt.Errorf("%w %d: want 512 or 4096", ErrSectorSize, n)
+		return &SectorSizeError{Size: n, Op: -1}
 	}
 	for i := range h.Ops {
 		o := &h.Ops[i]
 		if o.isData() && (o.Off%n != 0 || o.Len%n != 0) {
-			return fmt.Errorf("%w %d: op %d (%s of %d bytes at byte %d) is not aligned to it", ErrSectorSize, n, i, o.Kind, o.Len, o.Off)
+			return &SectorSizeError{Size: n, Op: i, Dev: o.Dev, Kind: o.Kind, Off: o.Off, Len: o.Len}
 		}
 	}
 	for dev := range h.SectorSize {

@@ -9,9 +9,11 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/powercut/powercut/explore"
+	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
 )
 
@@ -170,4 +172,66 @@ func printViolationWith(w io.Writer, f explore.Found, replay func(string) string
 		}
 	}
 	fmt.Fprintf(w, "  rebuild: %s\n", replay(f.StateID))
+}
+
+// checkSectorSize refuses, before any output is created, a --sector-size the log's operations
+// are not aligned to (0: the header's, nothing to check).
+func checkSectorSize(l *pclog.Log, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	if n != 512 && n != 4096 {
+		return usagef("--sector-size %d: want 512 or 4096", n)
+	}
+	h, err := model.FromLog(l)
+	if err != nil {
+		return err
+	}
+	if err := h.SetSectorSize(n); err != nil {
+		return usagef("--sector-size: %v", err)
+	}
+	return nil
+}
+
+// required returns a usage error naming the first of the named flags left empty.
+func required(c *cobra.Command, names ...string) error {
+	for _, n := range names {
+		f := c.Flags().Lookup(n)
+		if f == nil {
+			panic("cli: no flag --" + n)
+		}
+		if v := f.Value.String(); v == "" || v == "[]" {
+			return usagef("--%s is required", n)
+		}
+	}
+	return nil
+}
+
+// atLeast returns a usage error naming the first flag whose value is below its minimum.
+func atLeast(checks ...flagMin) error {
+	for _, c := range checks {
+		if c.v < c.min {
+			return usagef("--%s %d: must be at least %d", c.name, c.v, c.min)
+		}
+	}
+	return nil
+}
+
+type flagMin struct {
+	name   string
+	v, min int64
+}
+
+// exclusive returns a usage error naming two of the named flags that were both given.
+func exclusive(c *cobra.Command, names ...string) error {
+	first := ""
+	for _, n := range names {
+		if f := c.Flags().Lookup(n); f != nil && f.Value.String() != "" {
+			if first != "" {
+				return usagef("--%s and --%s cannot be used together", first, n)
+			}
+			first = n
+		}
+	}
+	return nil
 }

@@ -16,8 +16,6 @@ import (
 	"github.com/powercut/powercut/pclog"
 )
 
-func init() { register("demo", newDemoCmd) }
-
 // demoResult is the --json output of demo.
 type demoResult struct {
 	Profile  string `json:"profile"`
@@ -195,8 +193,8 @@ func demoConfig(profile, bug string, writes, blocks int, seed uint64) (demo.Conf
 	if !b.Applies(p) {
 		return cfg, usagef("--bug %s: the %s profile has no such code path (%s is a hardened-only safeguard)", b, p, b)
 	}
-	if writes < 1 || blocks < 1 {
-		return cfg, usagef("--writes and --blocks must be at least 1")
+	if err := atLeast(flagMin{"writes", int64(writes), 1}, flagMin{"blocks", int64(blocks), 1}); err != nil {
+		return cfg, err
 	}
 	cfg.Profile, cfg.Bug, cfg.Seed = p, b, seed
 	cfg.Writes, cfg.Blocks = writes, int64(blocks)

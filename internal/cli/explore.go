@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -71,8 +70,8 @@ func (f *exploreFlags) extras(opts *explore.Options) error {
 	default:
 		return usagef("--minimize %q: want auto, off, first or each", f.minimize)
 	}
-	if f.minimizeBudget < 1 || f.maxViolations < 0 {
-		return usagef("--minimize-budget must be at least 1, --max-violations at least 0")
+	if err := atLeast(flagMin{"minimize-budget", int64(f.minimizeBudget), 1}, flagMin{"max-violations", int64(f.maxViolations), 0}); err != nil {
+		return err
 	}
 	opts.MinimizeBudget, opts.MaxViolations = f.minimizeBudget, f.maxViolations
 	if f.failFast {
@@ -99,8 +98,8 @@ func (f *exploreFlags) options() (explore.Options, error) {
 	if err != nil {
 		return explore.Options{}, usagef("--discard: %v", err)
 	}
-	if f.jobs < 1 || f.states < 0 || f.k < 1 {
-		return explore.Options{}, usagef("--jobs and --k must be at least 1, --states at least 0")
+	if err := atLeast(flagMin{"jobs", int64(f.jobs), 1}, flagMin{"k", int64(f.k), 1}, flagMin{"states", int64(f.states), 0}); err != nil {
+		return explore.Options{}, err
 	}
 	opts := explore.Options{Model: m, Strategy: strat, Discard: pol, K: f.k, States: f.states, Seed: f.seed,
 		FromMark: f.fromMark, ToMark: f.toMark, Jobs: f.jobs}
@@ -151,152 +150,153 @@ type exploreResult struct {
 	Replay map[string]string `json:"replay_commands,omitempty"`
 }
 
-func init() {
-	register("explore", func(env *Env) *cobra.Command {
-		var (
-			ef                exploreFlags
-			logPath, checkCmd string
-			fsckFS, outPath   string
-			verifyTrack       string
-			bases             []string
-			asJSON            bool
-			checkTimeout      time.Duration
-			reads, explainFS  string
-			sectorSize        int64
-		)
-		c := &cobra.Command{
-			Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
-			Short: "Generate the crash states of a recording and check each distinct one",
-			Long: `Generate every crash state a recording allows under a durability model and check each
-distinct image once. --check runs a shell command per state with POWERCUT_IMAGE (a regular file
-holding the crash image; writes go to a throw-away layer), POWERCUT_STATE, POWERCUT_MODEL,
-POWERCUT_LAST_MARK and POWERCUT_COVERED_MARKS; exit 0 passes. --fsck ext4|xfs|btrfs replays the
-journal in a scratch layer and runs the read-only fsck. Without a checker, states are only counted.
+func newExploreCmd(env *Env) *cobra.Command {
+	var (
+		ef                exploreFlags
+		logPath, checkCmd string
+		fsckFS, outPath   string
+		verifyTrack       string
+		bases             []string
+		asJSON            bool
+		checkTimeout      time.Duration
+		reads, explainFS  string
+		sectorSize        int64
+	)
+	c := &cobra.Command{
+		Use:   "explore --log F.pclog [--base IMG] --model M [--check CMD | --fsck FS]",
+		Short: "Generate the crash states of a recording and check each distinct one",
+		Long: `Generate every crash state a recording allows under a durability model and check each
+distinct image once. --fsck ext4|xfs|btrfs replays the journal in a scratch layer and runs the
+read-only fsck. Without a checker, states are only generated and counted.
 
-Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				opts, err := ef.options()
-				if err != nil {
-					return err
+--check CMD runs /bin/sh -c CMD per distinct state; exit 0 passes. Its environment:
+  POWERCUT_IMAGE          the crash image of device 0: a regular file (writes go to a throw-away layer)
+  POWERCUT_IMAGE_<dev>    the crash image of device <dev> (POWERCUT_IMAGE_0, POWERCUT_IMAGE_1, ...)
+  POWERCUT_STATE          the state ID ('powercut replay --state ID' rebuilds it)
+  POWERCUT_MODEL          the durability model
+  POWERCUT_CRASH_POINT    the crash point in words ("before FLUSH op 59 completes")
+  POWERCUT_LAST_MARK      the last mark issued before the crash point
+  POWERCUT_COVERED_MARKS  the marks all of whose preceding writes landed (comma-separated)
+POWERCUT_NO_FUSE=1 serves crash images as copies instead of through FUSE.
+
+Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not retry),
+3 retryable infrastructure failure (loop device, mount or FUSE setup failed, out of space).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := ef.options()
+			if err != nil {
+				return err
+			}
+			if logPath == "" {
+				return usagef("--log is required")
+			}
+			if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
+				return usagef("--sector-size %d: want 512 or 4096", sectorSize)
+			}
+			if err := exclusive(cmd, "check", "fsck", "verify"); err != nil {
+				return err
+			}
+			l, err := pclog.Open(logPath)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			if l.Torn != nil {
+				fmt.Fprintf(env.Stderr, "powercut: %s: %v; exploring what was recovered\n", logPath, l.Torn)
+			}
+			if err := checkSectorSize(l, sectorSize); err != nil {
+				return err
+			}
+			bm, closeBases, basePaths, err := openBases(l, bases)
+			if err != nil {
+				return err
+			}
+			defer closeBases()
+			ctx := cmd.Context()
+			chk, what, release, err := exploreChecker(ctx, checkCmd, fsckFS, verifyTrack, reads, checkTimeout)
+			if err != nil {
+				return err
+			}
+			defer release()
+			replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
+			ri := newRunInfo(logPath, len(l.Entries), opts, what)
+			ri.SectorSize = sectorSize
+			outs, err := ef.openOutputs(outPath, ri, &opts, replay)
+			if err != nil {
+				return err
+			}
+			prog, finish := progress(env.Stderr)
+			opts.Progress = prog
+			if !asJSON {
+				fmt.Fprintf(env.Stdout, "exploring %s: model %s, strategy %s, discard %s, check %s\n", logPath, opts.Model, opts.Strategy, opts.Discard, what)
+				if n := shardNote(opts.Shard, ""); n != "" {
+					fmt.Fprintf(env.Stdout, "%s\n", n)
 				}
-				if logPath == "" {
-					return usagef("--log is required")
+			}
+			newGroup := groupSpotter()
+			src := explore.Source{Log: l, Bases: bm, SectorSize: sectorSize}
+			rep, err := explore.Explore(ctx, src, opts, chk, func(f explore.Found) {
+				outs.violation(f)
+				if !asJSON && newGroup(f) {
+					finishLine(env.Stderr)
+					printViolationWith(env.Stdout, f, replay)
 				}
-				n := 0
-				for _, s := range []string{checkCmd, fsckFS, verifyTrack} {
-					if s != "" {
-						n++
-					}
-				}
-				if n > 1 {
-					return usagef("--check, --fsck and --verify are exclusive")
-				}
-				l, err := pclog.Open(logPath)
-				if err != nil {
-					return err
-				}
-				defer l.Close()
-				if l.Torn != nil {
-					fmt.Fprintf(env.Stderr, "powercut: %s: %v; exploring what was recovered\n", logPath, l.Torn)
-				}
-				bm, closeBases, basePaths, err := openBases(l, bases)
-				if err != nil {
-					return err
-				}
-				defer closeBases()
-				ctx := cmd.Context()
-				chk, what, release, err := exploreChecker(ctx, checkCmd, fsckFS, verifyTrack, reads, checkTimeout)
-				if err != nil {
-					return err
-				}
-				defer release()
-				if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
-					return usagef("--sector-size %d: want 512 or 4096", sectorSize)
-				}
-				replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
-				ri := newRunInfo(logPath, len(l.Entries), opts, what)
-				ri.SectorSize = sectorSize
-				outs, err := ef.openOutputs(outPath, ri, &opts, replay)
-				if err != nil {
-					return err
-				}
-				prog, finish := progress(env.Stderr)
-				opts.Progress = prog
+			})
+			finish()
+			if err == nil && explainFS != "" {
+				explainGroups(ctx, env.Stderr, explainFS, src, rep)
+			}
+			if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
+				err = ferr
+			}
+			if err != nil && ctx.Err() != nil && rep != nil {
+				// Interrupted: say what was done before stopping (exit 2).
 				if !asJSON {
-					fmt.Fprintf(env.Stdout, "exploring %s: model %s, strategy %s, discard %s, check %s\n", logPath, opts.Model, opts.Strategy, opts.Discard, what)
-					if n := shardNote(opts.Shard, ""); n != "" {
-						fmt.Fprintf(env.Stdout, "%s\n", n)
+					printSummary(env.Stdout, rep)
+				}
+				return fmt.Errorf("interrupted after %d checked states (%d violations so far)", rep.Checked, len(rep.Violations))
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
+				for _, v := range rep.Violations {
+					res.Replay[v.StateID] = replay(v.StateID)
+				}
+				for _, g := range rep.Groups {
+					if g.Minimal != nil {
+						res.Replay[g.Minimal.StateID] = replay(g.Minimal.StateID)
 					}
 				}
-				newGroup := groupSpotter()
-				src := explore.Source{Log: l, Bases: bm, SectorSize: sectorSize}
-				rep, err := explore.Explore(ctx, src, opts, chk, func(f explore.Found) {
-					outs.violation(f)
-					if !asJSON && newGroup(f) {
-						finishLine(env.Stderr)
-						printViolationWith(env.Stdout, f, replay)
-					}
-				})
-				if errors.Is(err, model.ErrSectorSize) {
-					return usagef("--sector-size: %v", err)
-				}
-				finish()
-				if err == nil && explainFS != "" {
-					explainGroups(ctx, env.Stderr, explainFS, src, rep)
-				}
-				if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
-					err = ferr
-				}
-				if err != nil && ctx.Err() != nil && rep != nil {
-					// Interrupted: say what was done before stopping (exit 2).
-					if !asJSON {
-						printSummary(env.Stdout, rep)
-					}
-					return fmt.Errorf("interrupted after %d checked states (%d violations so far)", rep.Checked, len(rep.Violations))
-				}
-				if err != nil {
+				if err := writeJSON(env.Stdout, res); err != nil {
 					return err
 				}
-				if asJSON {
-					res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
-					for _, v := range rep.Violations {
-						res.Replay[v.StateID] = replay(v.StateID)
-					}
-					for _, g := range rep.Groups {
-						if g.Minimal != nil {
-							res.Replay[g.Minimal.StateID] = replay(g.Minimal.StateID)
-						}
-					}
-					if err := writeJSON(env.Stdout, res); err != nil {
-						return err
-					}
-				} else {
-					printGroups(env.Stdout, rep, replay)
-					printStacks(env.Stdout, logPath, rep)
-					_, counted := chk.(nullChecker)
-					printSummary(env.Stdout, rep, counted)
-				}
-				if len(rep.Violations) > 0 {
-					return ErrViolations
-				}
-				return nil
-			},
-		}
-		ef.register(c, "reorder")
-		c.Flags().StringVar(&logPath, "log", "", "the recording (.pclog)")
-		c.Flags().StringArrayVar(&bases, "base", nil, "base image of device 0, or ID=IMG for device ID (zstd accepted)")
-		c.Flags().StringVar(&checkCmd, "check", "", "shell command run per distinct state (exit 0 = pass)")
-		c.Flags().StringVar(&fsckFS, "fsck", "", "built-in check: ext4, xfs or btrfs")
-		c.Flags().StringVar(&verifyTrack, "verify", "", "check every block against the versions a powercut verify run may leave (its --track file)")
-		c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
-		c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
-		c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, appended and synced as results come): violations, every checked state and the summary; --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
-		c.Flags().Int64Var(&sectorSize, "sector-size", 0, "logical sector size of the recorded devices, 512 or 4096 (default: the log header's): the unit of tearing; every operation must be aligned to it")
-		c.Flags().StringVar(&explainFS, "explain", "", "file system of the images (ext4, xfs, btrfs): say what each deviating operation of a minimal state holds (a file's data, the journal, an inode table...)")
-		c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
-		return c
-	})
+			} else {
+				printGroups(env.Stdout, rep, replay)
+				printStacks(env.Stdout, logPath, rep)
+				_, counted := chk.(nullChecker)
+				printSummary(env.Stdout, rep, counted)
+			}
+			if len(rep.Violations) > 0 {
+				return ErrViolations
+			}
+			return nil
+		},
+	}
+	ef.register(c, "reorder")
+	c.Flags().StringVar(&logPath, "log", "", "the recording (.pclog)")
+	c.Flags().StringArrayVar(&bases, "base", nil, "base image of device 0, or ID=IMG for device ID (zstd accepted)")
+	c.Flags().StringVar(&checkCmd, "check", "", "shell command run per distinct state (exit 0 = pass)")
+	c.Flags().StringVar(&fsckFS, "fsck", "", "built-in check: ext4, xfs or btrfs")
+	c.Flags().StringVar(&verifyTrack, "verify", "", "check every block against the versions a powercut verify run may leave (its --track file)")
+	c.Flags().DurationVar(&checkTimeout, "check-timeout", 0, "kill a check running longer than this (a violation)")
+	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
+	c.Flags().StringVar(&outPath, "out", "", "results file (JSON lines, appended and synced as results come): violations, every checked state and the summary; --resume continues it, 'powercut merge' joins shards, 'powercut report' renders it")
+	c.Flags().Int64Var(&sectorSize, "sector-size", 0, "logical sector size of the recorded devices, 512 or 4096 (default: the log header's): the unit of tearing; every operation must be aligned to it")
+	c.Flags().StringVar(&explainFS, "explain", "", "file system of the images (ext4, xfs, btrfs): say what each deviating operation of a minimal state holds (a file's data, the journal, an inode table...)")
+	c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
+	return c
 }
 
 func finishLine(w io.Writer) {

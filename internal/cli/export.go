@@ -11,8 +11,6 @@ import (
 	"github.com/powercut/powercut/pclog"
 )
 
-func init() { register("export", newExportCmd) }
-
 func newExportCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "export FORMAT ...",
@@ -41,7 +39,7 @@ WRITE_ZEROES becomes a WRITE of zeros (dm-log-writes has no such entry) and the 
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if in == "" {
-				return usagef("export dm-log-writes: --in F.pclog is required")
+				return usagef("export dm-log-writes: --log F.pclog is required")
 			}
 			if out == "" {
 				return usagef("export dm-log-writes: --out LOGIMG is required")
@@ -51,7 +49,7 @@ WRITE_ZEROES becomes a WRITE of zeros (dm-log-writes has no such entry) and the 
 			}
 			l, err := pclog.Open(in)
 			if err != nil {
-				return fmt.Errorf("--in: %w", err)
+				return fmt.Errorf("--log: %w", err)
 			}
 			defer l.Close()
 			f, err := os.Create(out)

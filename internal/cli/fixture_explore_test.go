@@ -21,7 +21,7 @@ func TestFixtureImportInfoExplore(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcl := filepath.Join(dir, "f.pclog")
-	if code, _, errs := run(t, "import", "dm-log-writes", "--log", logBin, "--base", baseImg, "--out", pcl); code != 0 {
+	if code, _, errs := run(t, "import", "dm-log-writes", "--dm-log", logBin, "--base", baseImg, "--log", pcl); code != 0 {
 		t.Fatalf("import: exit %d: %s", code, errs)
 	}
 	code, out, errs := run(t, "log", "info", "--json", pcl)

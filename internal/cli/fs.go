@@ -13,10 +13,6 @@ import (
 	"github.com/powercut/powercut/internal/fsharness"
 )
 
-func init() {
-	register("fs", newFS)
-}
-
 // fsResult is the --json output and the content of OUT/report.json.
 type fsResult struct {
 	FS          string  `json:"fs"`
@@ -38,6 +34,7 @@ func newFS(env *Env) *cobra.Command {
 		workload, check, out            string
 		checkTimeout                    time.Duration
 		asJSON                          bool
+		gf                              genFlags
 	)
 	c := &cobra.Command{
 		Use:   "fs --fs ext4|xfs|btrfs --workload SCRIPT [--check SCRIPT] [flags]",
@@ -58,6 +55,9 @@ recording and for every crash state. Needs root, FUSE and loop devices.
 Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if gf.active() {
+				return gf.run(cmd, env, &ef, fsGenArgs{fsType, size, mkfsOpts, mntOpts, out, workload, check, checkTimeout, asJSON})
+			}
 			opts, err := ef.options()
 			if err != nil {
 				return err
@@ -148,5 +148,6 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 	f.StringVar(&out, "out", "", "directory keeping base.img, fs.pclog and report.json")
 	f.DurationVar(&checkTimeout, "check-timeout", 0, "kill a check (or fsck) running longer than this; the state is a violation")
 	f.BoolVar(&asJSON, "json", false, "machine-readable report on stdout")
+	gf.register(c)
 	return c
 }

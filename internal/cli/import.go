@@ -15,8 +15,6 @@ import (
 	"github.com/powercut/powercut/pclog"
 )
 
-func init() { register("import", newImportCmd) }
-
 func newImportCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "import FORMAT ...",
@@ -26,7 +24,7 @@ func newImportCmd(env *Env) *cobra.Command {
 			if len(args) > 0 {
 				return usagef("import: unknown format %q (supported: dm-log-writes)", args[0])
 			}
-			return usagef("import needs a format: powercut import dm-log-writes --dm-log LOGIMG --out F.pclog")
+			return usagef("import needs a format: powercut import dm-log-writes --dm-log LOGIMG --log F.pclog")
 		},
 	}
 	c.AddCommand(newImportDMLogWritesCmd(env))
@@ -34,9 +32,9 @@ func newImportCmd(env *Env) *cobra.Command {
 }
 
 func newImportDMLogWritesCmd(env *Env) *cobra.Command {
-	var logPath, out, base, size string
+	var dmLog, logPath, oldOut, base, size string
 	c := &cobra.Command{
-		Use:   "dm-log-writes --dm-log LOGIMG --out F.pclog [--base IMG | --size N]",
+		Use:   "dm-log-writes --dm-log LOGIMG --log F.pclog [--base IMG | --size N]",
 		Short: "Import the log of the kernel's dm-log-writes target",
 		Long: `Import the log device of the Linux kernel's dm-log-writes target (as fstests' replay-log
 reads it) into a pclog. 512- and 4096-byte sector logs are read; a log whose nr_entries is stale
@@ -48,14 +46,31 @@ dm-log-writes logs entries at completion, grouped by flushes, and keeps no submi
 imported as submitted at 2i+1 and completed at 2i+2, so every FLUSH covers the entries before it.
 
 The device size comes from --base (the image the recording started from, which is also recorded by
-size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB covering every entry.`,
+size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB covering every entry.
+
+--log names the pclog written, as it names the recording in every command. Old scripts that gave
+the dm-log-writes log as --log and the pclog as --out still work, with a warning.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if logPath == "" {
+			out := logPath
+			if c.Flags().Changed("out") {
+				// --out is the old spelling of the pclog to write. Without --dm-log, --log is the
+				// old spelling of the dm-log-writes input too.
+				switch {
+				case dmLog == "":
+					dmLog, out = logPath, oldOut
+					fmt.Fprintln(env.Stderr, "Flag --log for the dm-log-writes log has been deprecated, use --dm-log (--log names the pclog written)")
+				case logPath != "":
+					return usagef("--out is the old spelling of --log: give only --log")
+				default:
+					out = oldOut
+				}
+			}
+			if dmLog == "" {
 				return usagef("import dm-log-writes: --dm-log LOGIMG is required")
 			}
 			if out == "" {
-				return usagef("import dm-log-writes: --out F.pclog is required")
+				return usagef("import dm-log-writes: --log F.pclog is required")
 			}
 			var opt dmlogwrites.ImportOptions
 			if size != "" {
@@ -68,11 +83,11 @@ size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB co
 				}
 				opt.Size = n
 			}
-			if _, err := os.Stat(logPath); err != nil {
-				return fmt.Errorf("--log: %w", err)
+			if _, err := os.Stat(dmLog); err != nil {
+				return fmt.Errorf("--dm-log: %w", err)
 			}
-			if sameFile(logPath, out) || (base != "" && sameFile(base, out)) {
-				return usagef("--out %s is an input of the import; it would be overwritten", out)
+			if sameFile(dmLog, out) || (base != "" && sameFile(base, out)) {
+				return usagef("--log %s is an input of the import; it would be overwritten", out)
 			}
 			if base != "" {
 				rc, err := openStream(base)
@@ -89,20 +104,21 @@ size and xxh3-128 hash), or --size, or else is the smallest multiple of 1 MiB co
 				}
 				opt.Base = &pclog.BaseRef{Device: 0, Size: n, Hash: hash, Path: base}
 			}
-			s, err := dmlogwrites.Import(func() (io.ReadCloser, error) { return openStream(logPath) }, out, opt)
+			s, err := dmlogwrites.Import(func() (io.ReadCloser, error) { return openStream(dmLog) }, out, opt)
 			if err != nil {
-				return fmt.Errorf("import %s: %w", logPath, err)
+				return fmt.Errorf("import %s: %w", dmLog, err)
 			}
-			printImportSummary(env.Stdout, logPath, out, opt.Base, s)
+			printImportSummary(env.Stdout, dmLog, out, opt.Base, s)
 			return nil
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&logPath, "dm-log", "", "dm-log-writes log device or image (zstd accepted)")
-	// --log names a pclog in every other command; here it once named the dm-log-writes log.
-	f.StringVar(&logPath, "log", "", "same as --dm-log")
-	_ = f.MarkDeprecated("log", "use --dm-log (--log names a .pclog recording everywhere else)")
-	f.StringVar(&out, "out", "", "pclog file to write")
+	f.StringVar(&dmLog, "dm-log", "", "dm-log-writes log device or image (zstd accepted)")
+	f.StringVar(&logPath, "log", "", "the recording (.pclog) to write")
+	// --log once named the dm-log-writes log here and --out the pclog; --log names a .pclog
+	// recording in every command now.
+	f.StringVar(&oldOut, "out", "", "same as --log")
+	_ = f.MarkDeprecated("out", "use --log for the pclog written and --dm-log for the dm-log-writes log")
 	f.StringVar(&base, "base", "", "image of the data device before recording (zstd accepted); sets the device size")
 	f.StringVar(&size, "size", "", "device size in bytes or with K/M/G/T (powers of 1024), when there is no --base")
 	return c

@@ -53,7 +53,7 @@ func TestImportExportDMLogWrites(t *testing.T) {
 	dir := t.TempDir()
 	pcl := filepath.Join(dir, "f.pclog")
 
-	code, out, errs := runDM("import", "dm-log-writes", "--dm-log", logZst, "--out", pcl, "--base", baseZst)
+	code, out, errs := runDM("import", "dm-log-writes", "--dm-log", logZst, "--log", pcl, "--base", baseZst)
 	if code != 0 {
 		t.Fatalf("import exit %d, stderr %q", code, errs)
 	}
@@ -111,7 +111,7 @@ func TestImportExportDMLogWrites(t *testing.T) {
 	if err := os.WriteFile(raw, want, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errs = runDM("import", "dm-log-writes", "--dm-log", raw, "--out", filepath.Join(dir, "g.pclog"), "--size", "128MiB")
+	code, out, errs = runDM("import", "dm-log-writes", "--dm-log", raw, "--log", filepath.Join(dir, "g.pclog"), "--size", "128MiB")
 	if code != 0 || !strings.Contains(out, "Imported 150 entries") || !strings.Contains(out, "134217728 bytes (from the given size)") || !strings.Contains(out, "starting from zeros") {
 		t.Errorf("raw import exit %d:\n%s%s", code, out, errs)
 	}
@@ -130,21 +130,21 @@ func TestImportExportErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--out", out, "--bogus"}, "unknown flag: --bogus"},
-		{[]string{"import", "dm-log-writes", "--out", out}, "--dm-log LOGIMG is required"},
-		{[]string{"import", "dm-log-writes", "--dm-log", junk}, "--out F.pclog is required"},
-		{[]string{"import", "dm-log-writes", "--out", out}, "--dm-log LOGIMG is required"},
-		{[]string{"import", "dm-log-writes", "--dm-log", missing, "--out", out}, missing + ": no such file or directory"},
-		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--out", out, "--size", "12X"}, `invalid size "12X"`},
-		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--out", out, "--base", missing}, "--base: open " + missing},
-		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--out", out}, "bad magic 0x707070707070707"},
-		{[]string{"import", "dm-log-writes", "--dm-log", notZstd, "--out", out}, "decompress " + notZstd},
-		{[]string{"import", "dm-log-writes", "extra", "--dm-log", junk, "--out", out}, "unknown command \"extra\""},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", out, "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"import", "dm-log-writes", "--log", out}, "--dm-log LOGIMG is required"},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk}, "--log F.pclog is required"},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", out, "--out", out}, "--out is the old spelling of --log"},
+		{[]string{"import", "dm-log-writes", "--dm-log", missing, "--log", out}, missing + ": no such file or directory"},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", out, "--size", "12X"}, `invalid size "12X"`},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", out, "--base", missing}, "--base: open " + missing},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", out}, "bad magic 0x707070707070707"},
+		{[]string{"import", "dm-log-writes", "--dm-log", notZstd, "--log", out}, "decompress " + notZstd},
+		{[]string{"import", "dm-log-writes", "extra", "--dm-log", junk, "--log", out}, "unknown command \"extra\""},
 		{[]string{"import", "nbd-trace"}, `unknown format "nbd-trace"`},
 		{[]string{"import"}, "import needs a format"},
-		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--out", junk}, "--out " + junk + " is an input of the import"},
+		{[]string{"import", "dm-log-writes", "--dm-log", junk, "--log", junk}, "--log " + junk + " is an input of the import"},
 		{[]string{"export", "dm-log-writes", "--log", junk, "--out", junk}, "--out " + junk + " is the pclog being exported"},
-		{[]string{"export", "dm-log-writes", "--out", out}, "--in F.pclog is required"},
+		{[]string{"export", "dm-log-writes", "--out", out}, "--log F.pclog is required"},
 		{[]string{"export", "dm-log-writes", "--log", missing, "--out", out}, missing},
 		{[]string{"export", "dm-log-writes", "--log", junk, "--out", out}, "not a pclog file"},
 	}

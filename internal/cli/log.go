@@ -13,12 +13,10 @@ import (
 	"github.com/powercut/powercut/pclog"
 )
 
-func init() {
-	register("log", func(env *Env) *cobra.Command {
-		c := &cobra.Command{Use: "log", Short: "Inspect a recording (.pclog)"}
-		c.AddCommand(newLogInfo(env), newLogDump(env))
-		return c
-	})
+func newLogCmd(env *Env) *cobra.Command {
+	c := &cobra.Command{Use: "log", Short: "Inspect a recording (.pclog)"}
+	c.AddCommand(newLogInfo(env), newLogDump(env))
+	return c
 }
 
 // LogInfo is the summary `powercut log info` prints.

@@ -9,10 +9,6 @@ import (
 	"github.com/powercut/powercut/internal/control"
 )
 
-func init() {
-	register("mark", newMark)
-}
-
 // newMark is `powercut mark NAME`: it labels the current point of a running recording, so a
 // workload script marks what it has been promised (e.g. after fsync returned) with one line.
 func newMark(env *Env) *cobra.Command {

@@ -10,10 +10,6 @@ import (
 	"github.com/powercut/powercut/internal/fuserec"
 )
 
-func init() {
-	registerRecord("fuse", newRecordFuse)
-}
-
 func newRecordFuse(env *Env) *cobra.Command {
 	var (
 		mount, logPath, base, ctl, size string
@@ -33,8 +29,8 @@ closes the log. With --base the disk starts as a copy-on-write view of IMG, whic
 modified. With --control, 'powercut mark NAME' (POWERCUT_CONTROL=SOCK) records marks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if mount == "" || logPath == "" {
-				return usagef("--mount and --log are required")
+			if err := required(cmd, "mount", "log"); err != nil {
+				return err
 			}
 			var n int64
 			if size != "" {

@@ -13,10 +13,6 @@ import (
 	"github.com/powercut/powercut/internal/nbd"
 )
 
-func init() {
-	registerRecord("nbd", newRecordNBD)
-}
-
 type recordNBDOpts struct {
 	listen, unix, size, log, base, backing, control, failAfter, readyFile string
 	exports                                                               []string
@@ -46,7 +42,14 @@ Several --export NAME[:SIZE] serve several disks, recorded as devices 0..n-1 of 
 --fail-after N|mark:NAME simulates a power cut: after N recorded operations (or the mark NAME)
 every request fails with EIO and the log ends there.
 
-Runs until SIGINT or SIGTERM, then finishes the requests in flight and closes the log.`,
+--sector-size 512|4096 is the disks' logical sector size: advertised as the NBD minimum block size
+(clients then never send a smaller or misaligned request) and recorded in the log header, where
+explore takes it as the unit of tearing.
+
+Runs until SIGINT or SIGTERM, then finishes the requests in flight and closes the log.
+
+Exit codes: 0 stopped cleanly (the log is closed), 2 usage or tool error (do not retry),
+3 retryable infrastructure failure (the listening address or log disk could not be set up).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.listenSet = cmd.Flags().Changed("listen")
@@ -64,6 +67,7 @@ Runs until SIGINT or SIGTERM, then finishes the requests in flight and closes th
 	f.StringVar(&o.control, "control", "", "control socket for 'powercut mark' (mode 0600; see POWERCUT_CONTROL)")
 	f.IntVar(&o.blockSize, "sector-size", 512, "logical sector size: 512 or 4096 (the minimum block size advertised, recorded in the log header; the unit of tearing)")
 	f.IntVar(&o.blockSize, "block-size", 512, "same as --sector-size")
+	_ = f.MarkDeprecated("block-size", "use --sector-size (the name explore and replay use)")
 	f.StringVar(&o.failAfter, "fail-after", "", "simulate a power cut after OP_COUNT operations or at mark:NAME")
 	f.BoolVar(&o.noRecord, "no-record", false, "serve without recording (to measure the recorder's overhead)")
 	f.StringVar(&o.readyFile, "ready-file", "", "write the server's NBD URI to this file once it accepts connections")
@@ -123,6 +127,9 @@ func runRecordNBD(env *Env, o *recordNBDOpts) error {
 
 // config maps the flags onto the library's configuration.
 func (o *recordNBDOpts) config() (nbd.RecorderConfig, error) {
+	if o.blockSize != 512 && o.blockSize != 4096 {
+		return nbd.RecorderConfig{}, usagef("--sector-size %d: want 512 or 4096", o.blockSize)
+	}
 	cfg := nbd.RecorderConfig{Unix: o.unix, Base: o.base, Backing: o.backing, Log: o.log, NoRecord: o.noRecord,
 		BlockSize: o.blockSize, Control: o.control}
 	if o.unix == "" || o.listenSet {

@@ -1,5 +1,5 @@
 // Package cli implements the powercut command line. Each subcommand lives in its own file beside
-// its test and registers itself with register; Run is the whole CLI as a function so that tests
+// its test and is listed in commands (root.go); Run is the whole CLI as a function so that tests
 // run it in-process.
 //
 // Exit codes (stable, documented in README.md):
@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -42,16 +41,24 @@ type Env struct {
 	Stderr io.Writer
 }
 
-type cmdFactory func(env *Env) *cobra.Command
-
-var factories = map[string]cmdFactory{}
-
-// register adds a top-level subcommand; name keeps the order deterministic.
-func register(name string, f cmdFactory) {
-	if _, dup := factories[name]; dup {
-		panic("cli: duplicate command " + name)
+// commands is every top-level command, in one explicit list: what the CLI offers is read here,
+// not assembled by init functions spread over the package.
+func commands(env *Env) []*cobra.Command {
+	return []*cobra.Command{
+		newDemoCmd(env),
+		newExploreCmd(env),
+		newExportCmd(env),
+		newFS(env),
+		newImportCmd(env),
+		newLogCmd(env),
+		newMark(env),
+		newMergeCmd(env),
+		newRecordCmd(env),
+		newReplayCmd(env),
+		newReportCmd(env),
+		newReproCmd(env),
+		newVerifyCmd(env),
 	}
-	factories[name] = f
 }
 
 // usageError marks an error as a usage error.
@@ -76,10 +83,22 @@ Exit codes: 0 no violation found, 1 violations found, 2 usage or tool error (do 
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(env.Stdout)
+	// pflag prints deprecation warnings to the command's output while parsing, before anything
+	// runs: keep them on stderr (a --json reader must not see them), and give stdout back for
+	// help and for what the command itself prints.
+	root.SetOut(env.Stderr)
 	root.SetErr(env.Stderr)
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) { root.SetOut(env.Stdout); help(c, args) })
+	root.PersistentPreRun = func(*cobra.Command, []string) { root.SetOut(env.Stdout) }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	addCommands(root, env, factories)
+	root.AddCommand(commands(env)...)
+	// cobra adds these while executing; added here, Run's look-up before executing finds them
+	// and every help test sees them.
+	root.InitDefaultHelpCmd()
+	root.SetOut(env.Stdout) // the completion scripts' writer is taken now
+	root.InitDefaultCompletionCmd()
+	root.SetOut(env.Stderr)
 	typedArgs(root)
 	withExitCodes(root)
 	return root
@@ -116,25 +135,13 @@ func typedArgs(c *cobra.Command) {
 	}
 }
 
-// addCommands adds the registered subcommands to parent in name order.
-func addCommands(parent *cobra.Command, env *Env, m map[string]cmdFactory) {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		parent.AddCommand(m[n](env))
-	}
-}
-
 // Run runs the CLI with args and returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	env := &Env{Ctx: ctx, Stdout: stdout, Stderr: stderr}
 	root := NewRoot(env)
 	root.SetArgs(args)
 	// An unknown subcommand is found before anything runs: a usage error by construction.
-	if c, _, err := root.Find(args); err != nil {
+	if c, _, err := root.Find(args); err != nil && !shellCompletion(args) {
 		fmt.Fprintf(stderr, "powercut: %v\n", err)
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", c.CommandPath())
 		return ExitError
@@ -158,4 +165,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return ExitError
+}
+
+// shellCompletion reports whether args are a shell's completion request, which cobra answers
+// with a hidden command it adds only while executing.
+func shellCompletion(args []string) bool {
+	return len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd)
 }

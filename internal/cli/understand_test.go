@@ -3,6 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"path/filepath"
@@ -108,20 +111,45 @@ func TestExploreWithoutCheckerSaysSo(t *testing.T) {
 // Usage errors point to the subcommand's own help and name what was wrong; detection is by
 // type, not by cobra's wording.
 func TestUsageErrorsPointToTheirCommand(t *testing.T) {
+	dir := t.TempDir()
 	for _, c := range []struct {
-		args []string
-		want string
+		args      []string
+		want, not string
 	}{
-		{[]string{"explore", "--modle", "x"}, "Run 'powercut explore --help'"},
-		{[]string{"explore", "--model", "bogus", "--log", "x"}, "--model: unknown model"},
-		{[]string{"replay", "extra"}, "Run 'powercut replay --help'"},
-		{[]string{"record", "nbdd"}, "unknown frontend \"nbdd\""},
-		{[]string{"explroe"}, "Run 'powercut --help'"},
-		{[]string{"report"}, "Run 'powercut report --help'"},
+		{[]string{"explore", "--modle", "x"}, "Run 'powercut explore --help'", ""},
+		{[]string{"explore", "--model", "bogus", "--log", "x"}, "--model: unknown model", ""},
+		{[]string{"replay", "extra"}, "Run 'powercut replay --help'", ""},
+		{[]string{"record", "nbdd"}, "unknown frontend \"nbdd\"", ""},
+		{[]string{"explroe"}, "Run 'powercut --help'", ""},
+		{[]string{"report"}, "Run 'powercut report --help'", ""},
+		// One flag named: the one that was wrong.
+		{[]string{"replay", "--log", "x", "--state", "s"}, "--out is required", "--log"},
+		{[]string{"replay", "--log", "x", "--out", "y", "--state", "s", "--to-mark", "m"}, "--state and --to-mark cannot be used together", ""},
+		{[]string{"replay", "--log", "x", "--out", "y", "--state", "s", "--sector-size", "1024"}, "--sector-size 1024: want 512 or 4096", ""},
+		{[]string{"repro", "--log", "x", "--out", "y"}, "--state is required", "--log"},
+		{[]string{"explore", "--log", "x", "--jobs", "0"}, "--jobs 0: must be at least 1", "--k"},
+		{[]string{"explore", "--log", "x", "--states", "-1"}, "--states -1: must be at least 0", "--jobs"},
+		{[]string{"explore", "--log", "x", "--check", "true", "--fsck", "ext4"}, "--check and --fsck cannot be used together", "--verify"},
+		{[]string{"explore", "--log", "x", "--sector-size", "1000"}, "--sector-size 1000: want 512 or 4096", ""},
+		{[]string{"record", "fuse", "--mount", dir}, "--log is required", "--mount"},
+		{[]string{"record", "nbd", "--log", filepath.Join(dir, "n.pclog"), "--size", "1M", "--sector-size", "1024"}, "--sector-size 1024: want 512 or 4096", ""},
+		{[]string{"demo", "--writes", "0"}, "--writes 0: must be at least 1", "--blocks"},
+		{[]string{"verify", "--target", filepath.Join(dir, "t"), "--size", "1M", "--iodepth", "0"}, "--iodepth 0: must be at least 1", "--max-failures"},
 	} {
 		code, out := runCLI(t, c.args...)
-		if code != ExitError || !strings.Contains(out, c.want) {
-			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, out)
+		if code != ExitError || !strings.Contains(out, c.want) || (c.not != "" && strings.Contains(out, c.not)) {
+			t.Errorf("%v: exit %d, want 2 and %q (not %q):\n%s", c.args, code, c.want, c.not, out)
+		}
+	}
+}
+
+// cobra's own help and completion commands work (they are added before the command line is
+// looked up, so they are not unknown commands).
+func TestHelpAndCompletionCommands(t *testing.T) {
+	for _, args := range [][]string{{"help", "replay"}, {"completion", "bash"}, {"__complete", "expl"}} {
+		code, stdout, stderr := runDM(args...)
+		if code != ExitOK || stdout == "" {
+			t.Errorf("%v: exit %d\nstdout: %.200s\nstderr: %s", args, code, stdout, stderr)
 		}
 	}
 }
@@ -141,8 +169,9 @@ func TestEveryHelpStatesExitCodes(t *testing.T) {
 	walk(root)
 }
 
-// The old spellings of renamed flags still work, with a warning: --log for import's dm-log-writes
-// input (now --dm-log, since --log names a .pclog everywhere) and --in for export's recording.
+// The old spellings of renamed flags still work, with a warning on stderr (stdout stays clean
+// for --json readers): import's dm-log-writes input was --log and its pclog --out (now --dm-log
+// and --log, since --log names a .pclog everywhere), export's recording was --in.
 func TestRenamedFlagsStillWork(t *testing.T) {
 	dir := t.TempDir()
 	pcl := filepath.Join(dir, "d.pclog")
@@ -150,13 +179,28 @@ func TestRenamedFlagsStillWork(t *testing.T) {
 		t.Fatalf("demo: %d\n%s", code, out)
 	}
 	dm := filepath.Join(dir, "d.dmlw")
-	code, out := runCLI(t, "export", "dm-log-writes", "--in", pcl, "--out", dm)
-	if code != ExitOK || !strings.Contains(out, "deprecated") {
-		t.Fatalf("export --in: exit %d\n%s", code, out)
+	code, stdout, stderr := runDM("export", "dm-log-writes", "--in", pcl, "--out", dm)
+	if code != ExitOK || !strings.Contains(stderr, "--in has been deprecated") || strings.Contains(stdout, "deprecated") {
+		t.Fatalf("export --in: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	code, out = runCLI(t, "import", "dm-log-writes", "--log", dm, "--out", filepath.Join(dir, "back.pclog"))
-	if code != ExitOK || !strings.Contains(out, "deprecated") {
-		t.Fatalf("import --log: exit %d\n%s", code, out)
+	back := filepath.Join(dir, "back.pclog")
+	code, stdout, stderr = runDM("import", "dm-log-writes", "--log", dm, "--out", back)
+	if code != ExitOK || !strings.Contains(stderr, "deprecated, use --dm-log") || strings.Contains(stdout, "deprecated") {
+		t.Fatalf("import --log DM --out F.pclog: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if l, err := pclog.Open(back); err != nil {
+		t.Fatalf("the old spelling did not write the pclog: %v", err)
+	} else {
+		l.Close()
+	}
+	// The new spelling: --dm-log in, --log out, no warning.
+	again := filepath.Join(dir, "again.pclog")
+	code, stdout, stderr = runDM("import", "dm-log-writes", "--dm-log", dm, "--log", again)
+	if code != ExitOK || strings.Contains(stdout+stderr, "deprecated") {
+		t.Fatalf("import --dm-log DM --log F.pclog: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(again); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -241,6 +285,39 @@ func TestSectorSizeFlag(t *testing.T) {
 			if !bytes.Equal(b[s:s+4096], bytes.Repeat([]byte{b[s]}, 4096)) {
 				t.Errorf("state %s tears inside the 4 KiB sector at %d", c.StateID, s)
 			}
+		}
+	}
+}
+
+// The CLI's commands come from one explicit list: no file of the package registers anything
+// from an init function, and no command name is listed twice.
+func TestOneExplicitCommandList(t *testing.T) {
+	fset := token.NewFileSet()
+	files, _ := filepath.Glob("*.go")
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && fn.Name.Name == "init" {
+				t.Errorf("%s: func init (list the command in commands, root.go)", fset.Position(fn.Pos()))
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, c := range commands(&Env{Ctx: context.Background(), Stdout: io.Discard, Stderr: io.Discard}) {
+		if seen[c.Name()] {
+			t.Errorf("command %q listed twice", c.Name())
+		}
+		seen[c.Name()] = true
+	}
+	for _, want := range []string{"demo", "explore", "fs", "record", "replay", "verify"} {
+		if !seen[want] {
+			t.Errorf("command %q missing from the list", want)
 		}
 	}
 }

@@ -12,10 +12,6 @@ import (
 	"github.com/powercut/powercut/internal/verify"
 )
 
-func init() {
-	register("verify", newVerifyCmd)
-}
-
 type verifyOpts struct {
 	target, size, offset, bs, rw, mix, policy, track, dumpDir, runtime string
 	iodepth, maxFailures                                               int
@@ -113,10 +109,10 @@ func runVerify(cmd *cobra.Command, env *Env, o *verifyOpts) error {
 		}
 	}
 	if o.ops != 0 && cfg.Runtime != 0 {
-		return usagef("--ops and --runtime are exclusive")
+		return usagef("--ops and --runtime cannot be used together")
 	}
-	if o.iodepth < 1 || o.ops < 0 || o.fsyncEvery < 0 || o.maxFailures < 1 {
-		return usagef("--iodepth and --max-failures must be at least 1, --ops and --fsync-every at least 0")
+	if err := atLeast(flagMin{"iodepth", int64(o.iodepth), 1}, flagMin{"max-failures", int64(o.maxFailures), 1}, flagMin{"ops", o.ops, 0}, flagMin{"fsync-every", o.fsyncEvery, 0}); err != nil {
+		return err
 	}
 	if o.trackRequired && o.track == "" {
 		return usagef("--track-required needs --track FILE")
