@@ -25,6 +25,11 @@ type Source struct {
 	// SectorSize, when set (512 or 4096), overrides the logical sector size the log's header
 	// gives its devices: the unit of tearing (model.History.SetSectorSize).
 	SectorSize int64
+	// Devices, when set, restricts the model to these devices: the other devices' data ops and
+	// flushes become no-ops (log indices are kept; marks stay labels), so only these devices'
+	// crash points and choices are enumerated. It lives on the Source, not the Options, because a
+	// state ID names a crash point of the filtered history: Materialize must see the same filter.
+	Devices []uint16
 }
 
 // Options configures an exploration.
@@ -601,7 +606,7 @@ func groupViolations(ctx context.Context, src *Source, h *model.History, chk Che
 	groups := map[string]*gstate{}
 	minimal := map[string]*Minimal{} // by state ID + group key
 	for k, f := range rep.Violations {
-		gk := f.Oracle + "\x00" + MessageClass(f.Detail)
+		gk := f.Oracle + "\x00" + f.Class()
 		var mn *Minimal
 		if mode == MinimizeEach || (mode == MinimizeFirst && groups[gk] == nil) {
 			mk := f.StateID + "\x00" + gk
@@ -626,7 +631,7 @@ func groupViolations(ctx context.Context, src *Source, h *model.History, chk Che
 		}
 		gs := groups[key]
 		if gs == nil {
-			gs = &gstate{g: &Group{Oracle: f.Oracle, Class: MessageClass(f.Detail), First: f, Minimal: mn}, states: map[string]bool{}}
+			gs = &gstate{g: &Group{Oracle: f.Oracle, Class: f.Class(), First: f, Minimal: mn}, states: map[string]bool{}}
 			groups[key] = gs
 			order = append(order, key)
 		}

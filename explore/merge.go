@@ -53,7 +53,7 @@ func Merge(shards []*Report) (*Report, error) {
 			out.Groups[gi].Violations++
 			continue
 		}
-		g := Group{Oracle: v.Oracle, Class: MessageClass(v.Detail), Violations: 1, First: v}
+		g := Group{Oracle: v.Oracle, Class: v.Class(), Violations: 1, First: v}
 		for _, c := range firsts[k] {
 			if c.g.First.Seq == v.Seq && c.g.First.StateID == v.StateID {
 				g.Minimal = c.g.Minimal
@@ -77,7 +77,7 @@ func Merge(shards []*Report) (*Report, error) {
 }
 
 func groupKeyOf(f Found) string {
-	k := f.Oracle + "\x00" + MessageClass(f.Detail)
+	k := f.Oracle + "\x00" + f.Class()
 	if f.Cause != "" {
 		k += "\x00" + f.Cause
 	}

@@ -137,6 +137,16 @@ func stateOf(e *model.Epoch, ds []Deviation) *model.State {
 	return st
 }
 
+// Class is the message class of a violation: its detail and, when the checker said more (a
+// check script's first line of output), that line, numbers replaced by '#' (MessageClass).
+func (v Violation) Class() string {
+	c := MessageClass(v.Detail)
+	if out := strings.TrimSpace(v.Output); out != "" {
+		c += " | " + MessageClass(out)
+	}
+	return c
+}
+
 var numberRE = regexp.MustCompile(`\b(0x[0-9a-fA-F]+|[0-9a-fA-F]*[0-9][0-9a-fA-F]*)\b`)
 
 // MessageClass is a violation's detail with its numbers (blocks, versions, hashes, op indices)
@@ -182,7 +192,7 @@ func (m *minimizer) shows(e *model.Epoch, ds []Deviation) (bool, error) {
 		return false, err
 	}
 	for _, v := range vs {
-		if v.Oracle == m.oracle && MessageClass(v.Detail) == m.class {
+		if v.Oracle == m.oracle && v.Class() == m.class {
 			m.last = v
 			return true, nil
 		}
@@ -275,7 +285,7 @@ func minimize(ctx context.Context, src *Source, h *model.History, chk Checker, c
 	if c.epoch == nil || c.state == nil {
 		return nil, fmt.Errorf("candidate %s carries no state to minimise", c.ID)
 	}
-	m := &minimizer{ctx: ctx, src: src, h: h, chk: chk, oracle: v.Oracle, class: MessageClass(v.Detail), budget: budget, last: v}
+	m := &minimizer{ctx: ctx, src: src, h: h, chk: chk, oracle: v.Oracle, class: v.Class(), budget: budget, last: v}
 	e := c.epoch
 	ds, err := m.ddmin(e, deviations(e, c.state))
 	complete := err == nil

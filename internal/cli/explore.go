@@ -349,7 +349,7 @@ func exploreChecker(ctx context.Context, checkCmd, fsckFS, verifyTrack, reads st
 func groupSpotter() func(explore.Found) bool {
 	seen := map[string]bool{}
 	return func(f explore.Found) bool {
-		k := f.Oracle + "\x00" + explore.MessageClass(f.Detail)
+		k := f.Oracle + "\x00" + f.Class()
 		if seen[k] {
 			return false
 		}
