@@ -60,7 +60,7 @@ func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []ex
 	m, mout, err := mountImage(ctx, k.FS, path, k.MountOpts)
 	if err != nil {
 		if isMountErr(err) && ctx.Err() == nil {
-			return []explore.Violation{{Oracle: "mount", Detail: fmt.Sprintf("the crash state does not mount: %v", err), Output: mout + kernelTail()}}, nil
+			return []explore.Violation{{Oracle: "mount", Detail: fmt.Sprintf("the crash state does not mount: %v", err), Output: mout + mountKernel(err)}}, nil
 		}
 		return nil, err
 	}
@@ -124,13 +124,4 @@ func (k *FSChecker) fsck(ctx context.Context, path string) (*explore.Violation, 
 		return &explore.Violation{Oracle: "fsck", Detail: fmt.Sprintf("%s exited %d", strings.Join(argv[:len(argv)-1], " "), code), Output: out}, nil
 	}
 	return nil, nil
-}
-
-// kernelTail returns the last kernel messages (why a mount failed is only said there).
-func kernelTail() string {
-	out, _, err := checkers.Run(context.Background(), 2*time.Second, os.Environ(), "/bin/sh", "-c", "dmesg --notime 2>/dev/null | tail -n 8")
-	if err != nil || strings.TrimSpace(out) == "" {
-		return ""
-	}
-	return "kernel log:\n" + out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"time"
 
@@ -26,16 +27,18 @@ type mounted struct {
 // file as issued) and mounts it at a fresh temporary directory. On error everything it set up is
 // already released; mountErr distinguishes "mount(8) refused" (the caller may count it as a
 // violation) from tool errors.
-func mountImage(ctx context.Context, fsType, image, opts string) (m *mounted, mountOut string, err error) {
+func mountImage(ctx context.Context, fsType, image, opts string) (_ *mounted, mountOut string, err error) {
 	dir, err := os.MkdirTemp("", "powercut-fs-mnt-")
 	if err != nil {
 		return nil, "", err
 	}
-	m = &mounted{dir: dir, ownDir: true}
+	// m is released on every failure below. It is not the named result: the error returns set
+	// that to nil before deferred calls run, which once leaked the loop device and the directory
+	// of every crash state that failed to mount.
+	m := &mounted{dir: dir, ownDir: true}
 	defer func() {
 		if err != nil {
 			m.release()
-			m = nil
 		}
 	}()
 	if m.loop, err = loopdev.Attach(ctx, image, true); err != nil {
@@ -54,14 +57,53 @@ func mountImage(ctx context.Context, fsType, image, opts string) (m *mounted, mo
 		return nil, out, fmt.Errorf("mount %s: %w", strings.Join(args, " "), err)
 	}
 	if code != 0 || !m.isMount {
-		return nil, out, &mountError{fmt.Sprintf("mount %s exited %d", strings.Join(args, " "), code)}
+		// The kernel's reasons, for this loop device only (other devices' messages interleave).
+		return nil, out, &mountError{msg: fmt.Sprintf("mount %s exited %d", strings.Join(args, " "), code), kernel: kernelMessages(m.loop)}
 	}
 	return m, out, nil
 }
 
-type mountError struct{ msg string }
+// kernelMessages returns the recent kernel log lines that name loop device dev ("/dev/loop7":
+// "EXT4-fs (loop7): ...", "XFS (loop7): ...", "BTRFS error (device loop7): ...").
+func kernelMessages(dev string) string {
+	name := strings.TrimPrefix(dev, "/dev/")
+	if name == "" {
+		return ""
+	}
+	out, _, err := checkers.Run(context.Background(), 2*time.Second, os.Environ(), "dmesg", "--notime")
+	if err != nil {
+		return ""
+	}
+	re := regexp.MustCompile(`\b` + regexp.QuoteMeta(name) + `\b`)
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if re.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 12 {
+		lines = lines[len(lines)-12:]
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "kernel log (" + name + "):\n" + strings.Join(lines, "\n") + "\n"
+}
+
+// mountError is mount(2) refusing the image; kernel holds what the kernel said about that loop
+// device.
+type mountError struct{ msg, kernel string }
 
 func (e *mountError) Error() string { return e.msg }
+
+// mountKernel returns the kernel's messages carried by a mount error ("" for other errors).
+func mountKernel(err error) string {
+	var me *mountError
+	if errors.As(err, &me) {
+		return me.kernel
+	}
+	return ""
+}
 
 func isMountErr(err error) bool {
 	var me *mountError
