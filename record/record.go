@@ -43,6 +43,8 @@ type Recorder struct {
 	closed    bool
 	st        stacks
 	path      string
+	pending   atomic.Int64 // operations submitted with Device.Submit and not waited for
+	acked     map[uint64]bool
 }
 
 // Create starts a recording at path. Devices are created from the header's device list with the
@@ -188,6 +190,9 @@ func (r *Recorder) Close() error {
 	serr := r.writeStacks(r.path)
 	if err := r.w.Close(); err != nil {
 		return err
+	}
+	if n := r.pending.Load(); n > 0 && serr == nil {
+		serr = fmt.Errorf("%w: %d", ErrNotCompleted, n)
 	}
 	return serr
 }

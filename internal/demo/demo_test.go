@@ -1,24 +1,62 @@
 package demo
 
 import (
-	"context"
 	"strings"
 	"testing"
 
+	"github.com/powercut/powercut/crashtest"
+	"github.com/powercut/powercut/explore"
 	"github.com/powercut/powercut/internal/demo/extent"
 	"github.com/powercut/powercut/model"
 )
 
-func runDemo(t *testing.T, p extent.Profile, bug extent.Bug, m model.Model) *Outcome {
+// crashTest is the demo as a crash test: the seeded workload on its extent, the demo's oracles
+// on every crash image, the exploration `powercut demo` runs (every state of drop-k, every
+// violation).
+func crashTest(t *testing.T, c Config, m model.Model) crashtest.Test {
+	t.Helper()
+	dev, err := c.Device()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x *Expect
+	return crashtest.Test{
+		Devices: []crashtest.Device{{Name: dev.Name, Size: dev.Size, SectorSize: dev.SectorSize}},
+		Models:  []model.Model{m},
+		Jobs:    1,
+		Workload: func(w *crashtest.Workload) error {
+			res, err := Drive(w.Recorder(), c)
+			if err == nil {
+				x = res.Expect
+			}
+			return err
+		},
+		Check: func(cr *crashtest.Crash) error {
+			vs, err := x.Check(cr.Image(DeviceID), dev.Size, cr.LastMark)
+			if err != nil {
+				return crashtest.CannotCheck(err)
+			}
+			for _, v := range vs {
+				ev := v.Explore()
+				cr.Violation(ev.Oracle, ev.Detail)
+			}
+			return nil
+		},
+		Options: func(o *explore.Options) { o.States, o.MaxViolations = 0, 0 },
+	}
+}
+
+// runDemo explores the demo's workload under m; the tests judge the report (some expect
+// violations, so they go through Explore rather than Run).
+func runDemo(t *testing.T, p extent.Profile, bug extent.Bug, m model.Model) *explore.Report {
 	t.Helper()
 	c := DefaultConfig()
 	c.Profile, c.Bug = p, bug
-	o, err := Run(context.Background(), RunOptions{Config: c, Model: m, Jobs: 1})
+	res, err := crashTest(t, c, m).Explore(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", p, bug, m, err)
 	}
-	t.Cleanup(func() { o.Cleanup(false) })
-	return o
+	return res.Reports[0]
 }
 
 func TestProfiles(t *testing.T) {
@@ -38,9 +76,8 @@ func TestProfiles(t *testing.T) {
 		{extent.ProfileCrucible, model.Coalesce, true},
 	} {
 		t.Run(tc.p.String()+"/"+tc.m.String(), func(t *testing.T) {
-			o := runDemo(t, tc.p, extent.BugNone, tc.m)
-			r := o.Report
-			t.Logf("points %d states %d distinct %d checked %d bad %d first bad %d (%.2fs)", r.CrashPoints, r.States, r.Distinct, r.Checked, r.BadStates, o.FirstBad, r.Seconds)
+			r := runDemo(t, tc.p, extent.BugNone, tc.m)
+			t.Logf("points %d states %d distinct %d checked %d bad %d first bad %d (%.2fs)", r.CrashPoints, r.States, r.Distinct, r.Checked, r.BadStates, r.FirstBad, r.Seconds)
 			for i, v := range r.Violations {
 				if i < 5 {
 					t.Logf("  %s [%s] %s: %s", v.StateID, v.LastMark, v.Oracle, v.Detail)
@@ -69,9 +106,8 @@ func TestBugsFound(t *testing.T) {
 		{extent.BugP5, extent.ProfileHardened, model.Reorder},
 	} {
 		t.Run(tc.bug.String()+"/"+tc.p.String()+"/"+tc.m.String(), func(t *testing.T) {
-			o := runDemo(t, tc.p, tc.bug, tc.m)
-			r := o.Report
-			t.Logf("%s %s %s: %d bad of %d, first after %d states", tc.p, tc.bug, tc.m, r.BadStates, r.Checked, o.FirstBad)
+			r := runDemo(t, tc.p, tc.bug, tc.m)
+			t.Logf("%s %s %s: %d bad of %d, first after %d states", tc.p, tc.bug, tc.m, r.BadStates, r.Checked, r.FirstBad)
 			if len(r.Violations) == 0 {
 				t.Errorf("%s not found", tc.bug)
 			}
@@ -103,14 +139,13 @@ func TestMatrix(t *testing.T) {
 			key := p.String() + "/" + bug.String()
 			var got []string
 			for _, m := range []model.Model{model.Prefix, model.Flush, model.Reorder, model.Torn, model.Coalesce} {
-				o := runDemo(t, p, bug, m)
-				r := o.Report
+				r := runDemo(t, p, bug, m)
 				first := ""
 				if len(r.Violations) > 0 {
 					got = append(got, m.String())
 					first = r.Violations[0].Oracle + ": " + r.Violations[0].Detail
 				}
-				t.Logf("%-8s %-4s %-8s checked %4d bad %4d first %4d %s", p, bug, m, r.Checked, r.BadStates, o.FirstBad, first)
+				t.Logf("%-8s %-4s %-8s checked %4d bad %4d first %4d %s", p, bug, m, r.Checked, r.BadStates, r.FirstBad, first)
 			}
 			want, ok := found[key]
 			if !ok {

@@ -22,8 +22,7 @@ func TestBugsMinimised(t *testing.T) {
 		{extent.BugP5, extent.ProfileHardened, model.Reorder},
 	} {
 		t.Run(tc.bug.String(), func(t *testing.T) {
-			o := runDemo(t, tc.p, tc.bug, tc.m)
-			r := o.Report
+			r := runDemo(t, tc.p, tc.bug, tc.m)
 			if len(r.Groups) == 0 {
 				t.Fatalf("%s: %d violations, no group", tc.bug, len(r.Violations))
 			}

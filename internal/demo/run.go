@@ -34,13 +34,18 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 	}
 	out := make([]explore.Violation, len(vs))
 	for i, v := range vs {
-		d := v.Detail
-		if v.Block >= 0 {
-			d = fmt.Sprintf("block %d: %s", v.Block, v.Detail)
-		}
-		out[i] = explore.Violation{Oracle: v.Oracle, Detail: d}
+		out[i] = v.Explore()
 	}
 	return out, nil
+}
+
+// Explore is v as the explorer reports it: the block, if any, leads the detail.
+func (v Violation) Explore() explore.Violation {
+	d := v.Detail
+	if v.Block >= 0 {
+		d = fmt.Sprintf("block %d: %s", v.Block, v.Detail)
+	}
+	return explore.Violation{Oracle: v.Oracle, Detail: d}
 }
 
 // RunOptions is one demo run: a workload and how to explore it.

@@ -80,28 +80,45 @@ const MarkCreated = "created"
 // DeviceID is the recorded device's id.
 const DeviceID = 0
 
+// Device is the device the workload of c runs on: sized and sectored for its extent.
+func (c Config) Device() (pclog.Device, error) {
+	lay, err := c.options().Layout()
+	if err != nil {
+		return pclog.Device{}, err
+	}
+	return pclog.Device{ID: DeviceID, Name: "extent", Size: roundUp(lay.Size, 4096), SectorSize: int(lay.SectorSize)}, nil
+}
+
 // Record runs the workload on a fresh extent in memory, recording every I/O to a pclog in dir.
 func Record(dir string, c Config) (*Result, error) {
-	opt := c.options()
-	lay, err := opt.Layout()
+	dev, err := c.Device()
 	if err != nil {
 		return nil, err
 	}
-	size := roundUp(lay.Size, 4096)
 	path := filepath.Join(dir, "demo.pclog")
 	h := pclog.Header{Version: pclog.FormatVersion, Source: "in-process",
 		Note:    fmt.Sprintf("powercut demo: %s extent, bug %s, seed %d", c.Profile, c.Bug, c.Seed),
-		Devices: []pclog.Device{{ID: DeviceID, Name: "extent", Size: size, SectorSize: int(lay.SectorSize)}}}
-	rec, err := record.Create(path, h, []record.Store{record.NewMemStore(size)})
+		Devices: []pclog.Device{dev}}
+	rec, err := record.Create(path, h, []record.Store{record.NewMemStore(dev.Size)})
 	if err != nil {
 		return nil, fmt.Errorf("demo: create recording: %w", err)
 	}
-	res := &Result{LogPath: path, DeviceSize: size}
-	err = run(rec, c, opt, res)
+	res, err := Drive(rec, c)
 	if cerr := rec.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("demo: close recording: %w", cerr)
 	}
 	if err != nil {
+		return nil, err
+	}
+	res.LogPath = path
+	return res, nil
+}
+
+// Drive runs the workload of c on device DeviceID of rec (sized by Config.Device), which the
+// caller created and closes: how a crash test (package crashtest) records the demo.
+func Drive(rec *record.Recorder, c Config) (*Result, error) {
+	res := &Result{DeviceSize: rec.Device(DeviceID).Size()}
+	if err := run(rec, c, c.options(), res); err != nil {
 		return nil, err
 	}
 	return res, nil
