@@ -164,61 +164,11 @@ func execOp(root string, o Op, tmpfs bool) error {
 	case Write:
 		return withFD(abs(o.Path), unix.O_WRONLY, func(fd int) error { return pwriteAll(fd, fill(o.Len, o.Fill), o.Off) })
 	case DirectWrite:
-		fd, err := unix.Open(abs(o.Path), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-		if err == unix.EINVAL && tmpfs {
-			fd, err = unix.Open(abs(o.Path), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("open O_DIRECT: %w", err)
-		}
-		defer unix.Close(fd)
-		// O_DIRECT needs a buffer aligned to the logical block size: an anonymous mapping is
-		// page aligned.
-		buf, err := unix.Mmap(-1, 0, int(o.Len), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			return fmt.Errorf("mmap buffer: %w", err)
-		}
-		defer unix.Munmap(buf)
-		copy(buf, fill(o.Len, o.Fill))
-		return pwriteAll(fd, buf, o.Off)
+		return directWrite(abs(o.Path), o, tmpfs)
 	case MmapWrite:
-		return withFD(abs(o.Path), unix.O_RDWR, func(fd int) error {
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				return fmt.Errorf("fstat: %w", err)
-			}
-			if o.Off+o.Len > st.Size {
-				return fmt.Errorf("%w (%d+%d > %d)", errMmapBeyondEOF, o.Off, o.Len, st.Size)
-			}
-			start := o.Off &^ (pageSize - 1)
-			m, err := unix.Mmap(fd, start, int(o.Off+o.Len-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-			if err != nil {
-				return fmt.Errorf("mmap: %w", err)
-			}
-			copy(m[o.Off-start:], fill(o.Len, o.Fill))
-			serr := unix.Msync(m, unix.MS_SYNC)
-			if err := unix.Munmap(m); serr == nil && err != nil {
-				return fmt.Errorf("munmap: %w", err)
-			}
-			if serr != nil {
-				return fmt.Errorf("msync: %w", serr)
-			}
-			return nil
-		})
+		return withFD(abs(o.Path), unix.O_RDWR, func(fd int) error { return mmapWrite(fd, o) })
 	case Falloc:
-		return withFD(abs(o.Path), unix.O_WRONLY, func(fd int) error {
-			mode := map[FallocMode]uint32{FallocDefault: 0, FallocKeepSize: unix.FALLOC_FL_KEEP_SIZE,
-				FallocPunchHole: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
-				FallocZeroRange: unix.FALLOC_FL_ZERO_RANGE}[o.Mode]
-			err := unix.Fallocate(fd, mode, o.Off, o.Len)
-			if err == unix.EOPNOTSUPP && tmpfs && o.Mode == FallocZeroRange {
-				return zeroRangeTmpfs(fd, o.Off, o.Len)
-			}
-			if err != nil {
-				return fmt.Errorf("fallocate: %w", err)
-			}
-			return nil
-		})
+		return withFD(abs(o.Path), unix.O_WRONLY, func(fd int) error { return falloc(fd, o, tmpfs) })
 	case Truncate:
 		return unix.Truncate(abs(o.Path), o.Off)
 	case Link:
@@ -264,6 +214,67 @@ func zeroRangeTmpfs(fd int, off, n int64) error {
 		if err := unix.Ftruncate(fd, off+n); err != nil {
 			return fmt.Errorf("ftruncate (zero range on tmpfs): %w", err)
 		}
+	}
+	return nil
+}
+
+// directWrite issues o with O_DIRECT (dropped on tmpfs where open refuses it).
+func directWrite(p string, o Op, tmpfs bool) error {
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err == unix.EINVAL && tmpfs {
+		fd, err = unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("open O_DIRECT: %w", err)
+	}
+	defer unix.Close(fd)
+	// O_DIRECT needs a buffer aligned to the logical block size: an anonymous mapping is
+	// page aligned.
+	buf, err := unix.Mmap(-1, 0, int(o.Len), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("mmap buffer: %w", err)
+	}
+	defer unix.Munmap(buf)
+	copy(buf, fill(o.Len, o.Fill))
+	return pwriteAll(fd, buf, o.Off)
+}
+
+// mmapWrite stores o's bytes through a shared mapping of fd and msyncs them.
+func mmapWrite(fd int, o Op) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat: %w", err)
+	}
+	if o.Off+o.Len > st.Size {
+		return fmt.Errorf("%w (%d+%d > %d)", errMmapBeyondEOF, o.Off, o.Len, st.Size)
+	}
+	start := o.Off &^ (pageSize - 1)
+	m, err := unix.Mmap(fd, start, int(o.Off+o.Len-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap: %w", err)
+	}
+	copy(m[o.Off-start:], fill(o.Len, o.Fill))
+	serr := unix.Msync(m, unix.MS_SYNC)
+	if err := unix.Munmap(m); serr == nil && err != nil {
+		return fmt.Errorf("munmap: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("msync: %w", serr)
+	}
+	return nil
+}
+
+// falloc issues o's fallocate(2) mode on fd (zero range emulated on tmpfs).
+func falloc(fd int, o Op, tmpfs bool) error {
+	mode := map[FallocMode]uint32{FallocDefault: 0, FallocKeepSize: unix.FALLOC_FL_KEEP_SIZE,
+		FallocPunchHole: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
+		FallocZeroRange: unix.FALLOC_FL_ZERO_RANGE}[o.Mode]
+	err := unix.Fallocate(fd, mode, o.Off, o.Len)
+	if err == unix.EOPNOTSUPP && tmpfs && o.Mode == FallocZeroRange {
+		return zeroRangeTmpfs(fd, o.Off, o.Len)
+	}
+	if err != nil {
+		return fmt.Errorf("fallocate: %w", err)
 	}
 	return nil
 }

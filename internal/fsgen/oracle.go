@@ -232,59 +232,69 @@ func comparePath(path string, pr *promised, got *Object, states []State) []Diff 
 		if len(vs) == 0 {
 			continue
 		}
-		older := olderVersions(states, from, path, got.Type)
-		switch fn.f {
-		case FSize:
-			if got.Type != TypeFile {
-				continue
-			}
-			sizes := set(vs, func(o *Object) int64 { return o.Size })
-			if !contains(sizes, got.Size) {
-				c := ClassMetadataCorrupted
-				if contains(set(older, func(o *Object) int64 { return o.Size }), got.Size) {
-					c = ClassOldContent
-				}
-				add("size", oneOf(sizes), fmt.Sprint(got.Size), c)
-			}
-		case FMode:
-			modes := set(vs, func(o *Object) string { return fmt.Sprintf("%04o", o.Mode) })
-			if m := fmt.Sprintf("%04o", got.Mode); !contains(modes, m) {
-				add("mode", oneOf(modes), m, ClassMetadataCorrupted)
-			}
-		case FNlink:
-			ns := set(vs, func(o *Object) uint64 { return o.Nlink })
-			if !contains(ns, got.Nlink) {
-				add("nlink", oneOf(ns), fmt.Sprint(got.Nlink), ClassMetadataCorrupted)
-			}
-		case FXattrs:
-			if got.Type == TypeSymlink {
-				continue
-			}
-			xs := set(vs, func(o *Object) string { return xattrString(o.Xattrs) })
-			if x := xattrString(got.Xattrs); !contains(xs, x) {
-				add("xattrs", oneOf(xs), x, ClassMetadataCorrupted)
-			}
-		case FTarget:
-			if got.Type != TypeSymlink {
-				continue
-			}
-			ts := set(vs, func(o *Object) string { return fmt.Sprintf("%q", o.Target) })
-			if t := fmt.Sprintf("%q", got.Target); !contains(ts, t) {
-				add("target", oneOf(ts), t, ClassMetadataCorrupted)
-			}
-		case FData:
-			if got.Type != TypeFile {
-				continue
-			}
-			if d, ok := compareData(got, vs, older); !ok {
-				diffs = append(diffs, Diff{Path: path, Field: "data", Expected: d.Expected, Found: d.Found, Class: d.Class})
-			}
-		case FEntries:
-			if got.Type != TypeDir {
-				continue
-			}
-			diffs = append(diffs, compareEntries(path, got, vs)...)
+		diffs = append(diffs, compareField(path, fn.f, got, vs, olderVersions(states, from, path, got.Type))...)
+	}
+	return diffs
+}
+
+// compareField compares one promised field of the object found at path with the versions vs it
+// may hold; older are the versions before the promise ("old content").
+func compareField(path string, f Field, got *Object, vs, older []*Object) []Diff {
+	var diffs []Diff
+	add := func(field, exp, found string, c Class) {
+		diffs = append(diffs, Diff{Path: path, Field: field, Expected: exp, Found: found, Class: c})
+	}
+	switch f {
+	case FSize:
+		if got.Type != TypeFile {
+			return nil
 		}
+		sizes := set(vs, func(o *Object) int64 { return o.Size })
+		if !contains(sizes, got.Size) {
+			c := ClassMetadataCorrupted
+			if contains(set(older, func(o *Object) int64 { return o.Size }), got.Size) {
+				c = ClassOldContent
+			}
+			add("size", oneOf(sizes), fmt.Sprint(got.Size), c)
+		}
+	case FMode:
+		modes := set(vs, func(o *Object) string { return fmt.Sprintf("%04o", o.Mode) })
+		if m := fmt.Sprintf("%04o", got.Mode); !contains(modes, m) {
+			add("mode", oneOf(modes), m, ClassMetadataCorrupted)
+		}
+	case FNlink:
+		ns := set(vs, func(o *Object) uint64 { return o.Nlink })
+		if !contains(ns, got.Nlink) {
+			add("nlink", oneOf(ns), fmt.Sprint(got.Nlink), ClassMetadataCorrupted)
+		}
+	case FXattrs:
+		if got.Type == TypeSymlink {
+			return nil
+		}
+		xs := set(vs, func(o *Object) string { return xattrString(o.Xattrs) })
+		if x := xattrString(got.Xattrs); !contains(xs, x) {
+			add("xattrs", oneOf(xs), x, ClassMetadataCorrupted)
+		}
+	case FTarget:
+		if got.Type != TypeSymlink {
+			return nil
+		}
+		ts := set(vs, func(o *Object) string { return fmt.Sprintf("%q", o.Target) })
+		if t := fmt.Sprintf("%q", got.Target); !contains(ts, t) {
+			add("target", oneOf(ts), t, ClassMetadataCorrupted)
+		}
+	case FData:
+		if got.Type != TypeFile {
+			return nil
+		}
+		if d, ok := compareData(got, vs, older); !ok {
+			diffs = append(diffs, Diff{Path: path, Field: "data", Expected: d.Expected, Found: d.Found, Class: d.Class})
+		}
+	case FEntries:
+		if got.Type != TypeDir {
+			return nil
+		}
+		return compareEntries(path, got, vs)
 	}
 	return diffs
 }

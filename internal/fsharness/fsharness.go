@@ -69,6 +69,12 @@ type Config struct {
 	Log io.Writer
 	// OnViolation is called for each violation as soon as it is known (deterministic order).
 	OnViolation func(explore.Found)
+	// SectorSize is the logical sector size of the recording's loop device (losetup
+	// --sector-size), recorded in the log header: the unit of tearing. 0: 512.
+	SectorSize int
+	// Recording and RecordingBase, when set, are a pclog and its base image kept by an earlier
+	// run: they are explored again (with this Check) without mkfs or recording.
+	Recording, RecordingBase string
 }
 
 // Result is what a run produced.
@@ -113,8 +119,11 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("unknown file system %q (want ext4, xfs or btrfs)", c.FS)
 	}
-	if c.Workload == "" {
-		return errors.New("a workload is required")
+	if c.Workload == "" && c.Recording == "" {
+		return errors.New("a workload (or an earlier recording) is required")
+	}
+	if c.SectorSize != 0 && c.SectorSize != 512 && c.SectorSize != 4096 {
+		return fmt.Errorf("sector size %d: want 512 or 4096", c.SectorSize)
 	}
 	if c.Size == 0 {
 		c.Size = DefaultSize(c.FS)
@@ -171,23 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Out == "" {
-		d, err := os.MkdirTemp("", "powercut-fs-"+cfg.FS+"-")
-		if err != nil {
-			return nil, err
-		}
-		cfg.Out = d
-	} else if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("--out: %w", err)
-	}
-	out, err := filepath.Abs(cfg.Out)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Out: out, Base: filepath.Join(out, BaseName), LogPath: filepath.Join(out, LogName)}
-
-	// Private scratch space for the FUSE mount point, the file system's mount point, the control
-	// socket (its path must be short) and the `powercut` link.
+	var res *Result
 	work, err := os.MkdirTemp("", "powercut-fs-work-")
 	if err != nil {
 		return nil, err
@@ -198,16 +191,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	extraEnv := []string{"PATH=" + binDir + string(os.PathListSeparator) + os.Getenv("PATH")}
-
-	t0 := time.Now()
-	fmt.Fprintf(cfg.Log, "powercut fs: mkfs.%s on a %d-byte base image %s\n", cfg.FS, cfg.Size, res.Base)
-	if err := mkfs(ctx, cfg, res.Base); err != nil {
-		return nil, err
+	if cfg.Recording != "" {
+		res = &Result{Out: cfg.Out, Base: cfg.RecordingBase, LogPath: cfg.Recording}
+	} else {
+		if res, err = record(ctx, cfg, work, extraEnv); err != nil {
+			return res, err
+		}
 	}
-	if err := recordWorkload(ctx, cfg, res, work, extraEnv); err != nil {
-		return nil, err
-	}
-	res.RecordTime = time.Since(t0)
 
 	l, err := pclog.Open(res.LogPath)
 	if err != nil {
@@ -239,6 +229,37 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	return res, nil
 }
+
+// record makes the base image and records the workload on it (steps 1 to 3) into cfg.Out.
+func record(ctx context.Context, cfg Config, work string, extraEnv []string) (*Result, error) {
+	if cfg.Out == "" {
+		d, err := os.MkdirTemp("", "powercut-fs-"+cfg.FS+"-")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Out = d
+	} else if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	out, err := filepath.Abs(cfg.Out)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Out: out, Base: filepath.Join(out, BaseName), LogPath: filepath.Join(out, LogName)}
+	t0 := time.Now()
+	fmt.Fprintf(cfg.Log, "powercut fs: mkfs.%s on a %d-byte base image %s\n", cfg.FS, cfg.Size, res.Base)
+	if err := mkfs(ctx, cfg, res.Base); err != nil {
+		return nil, err
+	}
+	if err := recordWorkload(ctx, cfg, res, work, extraEnv); err != nil {
+		return nil, err
+	}
+	res.RecordTime = time.Since(t0)
+	return res, nil
+}
+
+// Validate checks a configuration before anything is created (flags, root, tools, FUSE).
+func (c *Config) Validate() error { return c.validate() }
 
 // powercutBinDir makes `powercut` resolvable in the workload's PATH: a directory holding a link
 // named powercut to the running binary (whatever its own name, e.g. a test binary).
@@ -296,7 +317,7 @@ func recordWorkload(ctx context.Context, cfg Config, res *Result, work string, e
 	if err := os.Mkdir(recMnt, 0o700); err != nil {
 		return err
 	}
-	rec, err := fuserec.Start(ctx, fuserec.Options{Mount: recMnt, Log: res.LogPath, Base: res.Base})
+	rec, err := fuserec.Start(ctx, fuserec.Options{Mount: recMnt, Log: res.LogPath, Base: res.Base, SectorSize: cfg.SectorSize})
 	if err != nil {
 		return err
 	}
@@ -314,7 +335,7 @@ func recordWorkload(ctx context.Context, cfg Config, res *Result, work string, e
 	go func() { srv.Serve(context.Background()); close(srvDone) }()
 	defer func() { srv.Close(); <-srvDone }()
 
-	m, mout, err := mountImage(ctx, cfg.FS, rec.Path(), cfg.MountOpts)
+	m, mout, err := mountImage(ctx, cfg.FS, rec.Path(), cfg.MountOpts, cfg.SectorSize)
 	if err != nil {
 		return fmt.Errorf("mounting the fresh %s: %w %s", cfg.FS, err, strings.TrimSpace(mout))
 	}

@@ -27,7 +27,7 @@ type mounted struct {
 // file as issued) and mounts it at a fresh temporary directory. On error everything it set up is
 // already released; mountErr distinguishes "mount(8) refused" (the caller may count it as a
 // violation) from tool errors.
-func mountImage(ctx context.Context, fsType, image, opts string) (_ *mounted, mountOut string, err error) {
+func mountImage(ctx context.Context, fsType, image, opts string, sectorSize ...int) (_ *mounted, mountOut string, err error) {
 	dir, err := os.MkdirTemp("", "powercut-fs-mnt-")
 	if err != nil {
 		return nil, "", err
@@ -41,7 +41,7 @@ func mountImage(ctx context.Context, fsType, image, opts string) (_ *mounted, mo
 			m.release()
 		}
 	}()
-	if m.loop, err = loopdev.Attach(ctx, image, true); err != nil {
+	if m.loop, err = loopdev.Attach(ctx, image, true, sectorSize...); err != nil {
 		return nil, "", err
 	}
 	args := []string{"-t", fsType}

@@ -33,6 +33,13 @@ func TestUnmountableStateLeavesNothing(t *testing.T) {
 			}
 			return out + mountKernel(err), err
 		},
+		func() (string, error) {
+			m, err := mountQuick(context.Background(), "ext4", img, "")
+			if m != nil {
+				m.release()
+			}
+			return mountKernel(err), err
+		},
 	} {
 		out, err := mount()
 		if !isMountErr(err) {

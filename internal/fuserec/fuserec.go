@@ -67,6 +67,9 @@ type Options struct {
 	Base string
 	// Debug logs every FUSE request (go-fuse's debug output) to stderr.
 	Debug bool
+	// SectorSize is the logical sector size of the loop device the disk will be used through
+	// (losetup --sector-size), recorded in the log header: 512 (default) or 4096.
+	SectorSize int
 }
 
 // Recorder is a running FUSE recording.
@@ -134,13 +137,19 @@ func Start(ctx context.Context, opts Options) (_ *Recorder, err error) {
 		}
 		r.store = record.NewMemStore(opts.Size)
 	}
-	if opts.Size%SectorSize != 0 {
-		return nil, fmt.Errorf("fuserec: disk size %d is not a multiple of %d", opts.Size, SectorSize)
+	if opts.SectorSize == 0 {
+		opts.SectorSize = SectorSize
+	}
+	if opts.SectorSize != 512 && opts.SectorSize != 4096 {
+		return nil, fmt.Errorf("fuserec: sector size %d: want 512 or 4096", opts.SectorSize)
+	}
+	if opts.Size%int64(opts.SectorSize) != 0 {
+		return nil, fmt.Errorf("fuserec: disk size %d is not a multiple of %d", opts.Size, opts.SectorSize)
 	}
 	r.opts = opts
 	h := pclog.Header{
 		Version: pclog.FormatVersion,
-		Devices: []pclog.Device{{ID: 0, Name: FileName, Size: opts.Size, SectorSize: SectorSize}},
+		Devices: []pclog.Device{{ID: 0, Name: FileName, Size: opts.Size, SectorSize: opts.SectorSize}},
 		Bases:   bases,
 		Source:  "fuse",
 		Note:    "FUSE file behind losetup --direct-io=on: FSYNC recorded as FLUSH, PUNCH_HOLE as DISCARD, ZERO_RANGE as WRITE_ZEROES; FUA arrives as FLUSH, WRITE, FLUSH",

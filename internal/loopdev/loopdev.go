@@ -18,10 +18,16 @@ import (
 // Attach binds file to a free loop device and returns its path (/dev/loopN). With directIO the
 // device uses O_DIRECT on the file (losetup --direct-io=on): no page cache of the loop driver
 // between the block layer and the file, so every block request reaches the file as it was issued.
-func Attach(ctx context.Context, file string, directIO bool) (string, error) {
+//
+// A sectorSize (at most one, 512 or 4096) sets the device's logical sector size
+// (losetup --sector-size): the kernel then never issues a request smaller than it.
+func Attach(ctx context.Context, file string, directIO bool, sectorSize ...int) (string, error) {
 	args := []string{"--find", "--show"}
 	if directIO {
 		args = append(args, "--direct-io=on")
+	}
+	if len(sectorSize) > 0 && sectorSize[0] != 0 {
+		args = append(args, "--sector-size", fmt.Sprint(sectorSize[0]))
 	}
 	args = append(args, file)
 	out, err := exec.CommandContext(ctx, "losetup", args...).CombinedOutput()
