@@ -299,6 +299,18 @@ func mkfs(ctx context.Context, cfg Config, path string) error {
 	case "xfs", "btrfs":
 		args = []string{"-f", "-q"}
 	}
+	if cfg.SectorSize == 4096 {
+		// A file system's blocks must not be smaller than the device's sectors: mkfs on a file
+		// cannot see the loop device's sector size, so say it.
+		switch cfg.FS {
+		case "ext4":
+			args = append(args, "-b", "4096")
+		case "xfs":
+			args = append(args, "-s", "size=4096")
+		case "btrfs":
+			args = append(args, "--sectorsize", "4096")
+		}
+	}
 	args = append(args, strings.Fields(cfg.MkfsOpts)...)
 	args = append(args, path)
 	out, code, err := checkers.Run(ctx, 0, os.Environ(), "mkfs."+cfg.FS, args...)
