@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/powercut/powercut/internal/fsgen"
-	"github.com/powercut/powercut/internal/loopdev"
+	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/internal/testenv"
 )
 
@@ -21,13 +21,13 @@ import (
 // registered with t.Cleanup) unmounts and detaches, and is safe to call twice.
 func mountImage(t *testing.T, img, fs string) (string, func()) {
 	t.Helper()
-	dev, err := loopdev.Attach(context.Background(), img, false)
+	dev, err := fstool.Attach(context.Background(), img, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", fs, dev, mnt).CombinedOutput(); err != nil {
-		loopdev.Detach(dev)
+		fstool.Detach(dev)
 		t.Fatalf("mount %s: %v: %s", img, err, out)
 	}
 	done := false
@@ -42,7 +42,7 @@ func mountImage(t *testing.T, img, fs string) (string, func()) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if err := loopdev.Detach(dev); err != nil {
+		if err := fstool.Detach(dev); err != nil {
 			t.Errorf("detach %s: %v", dev, err)
 		}
 	}

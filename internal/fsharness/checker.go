@@ -9,6 +9,7 @@ import (
 
 	"github.com/powercut/powercut/explore"
 	"github.com/powercut/powercut/internal/checkers"
+	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/internal/scratch"
 )
 
@@ -65,14 +66,14 @@ func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []ex
 		return nil, err
 	}
 	defer func() {
-		if rerr := m.release(); rerr != nil && err == nil {
+		if rerr := m.Release(); rerr != nil && err == nil {
 			err = fmt.Errorf("releasing the crash state's mount: %w", rerr)
 		}
 	}()
 	if k.Script != "" {
 		env := append(os.Environ(), k.Env...)
 		env = append(env, checkers.Env(c, map[uint16]string{0: path})...)
-		env = append(env, "POWERCUT_MNT="+m.dir, "POWERCUT_FS="+k.FS)
+		env = append(env, "POWERCUT_MNT="+m.Dir, "POWERCUT_FS="+k.FS)
 		args := shellArgs(k.Script)
 		out, code, err := checkers.Run(ctx, k.Timeout, env, args[0], args[1:]...)
 		if err != nil {
@@ -85,7 +86,7 @@ func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []ex
 			viols = append(viols, explore.Violation{Oracle: "check", Detail: fmt.Sprintf("check exited %d", code), Output: out})
 		}
 	}
-	if err := m.release(); err != nil {
+	if err := m.Release(); err != nil {
 		return nil, fmt.Errorf("unmounting the crash state: %w", err)
 	}
 	if v, err := k.fsck(ctx, path); err != nil {
@@ -96,22 +97,9 @@ func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []ex
 	return viols, nil
 }
 
-// FsckCommand is the read-only check of each file system, run on an image whose journal/log was
-// already replayed by a mount.
-func FsckCommand(fs, path string) []string {
-	switch fs {
-	case "ext4":
-		return []string{"e2fsck", "-fn", path}
-	case "xfs":
-		return []string{"xfs_repair", "-n", "-f", path}
-	case "btrfs":
-		return []string{"btrfs", "check", "--readonly", path}
-	}
-	return nil
-}
 
 func (k *FSChecker) fsck(ctx context.Context, path string) (*explore.Violation, error) {
-	argv := FsckCommand(k.FS, path)
+	argv := fstool.FsckCommand(k.FS, path)
 	env := append(os.Environ(), "LC_ALL=C", "E2FSCK_CONFIG=/dev/null")
 	out, code, err := checkers.Run(ctx, k.Timeout, env, argv[0], argv[1:]...)
 	if err != nil {

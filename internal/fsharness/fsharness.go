@@ -352,13 +352,13 @@ func recordWorkload(ctx context.Context, cfg Config, res *Result, work string, e
 		return fmt.Errorf("mounting the fresh %s: %w %s", cfg.FS, err, strings.TrimSpace(mout))
 	}
 	defer func() {
-		if rerr := m.release(); rerr != nil && err == nil {
+		if rerr := m.Release(); rerr != nil && err == nil {
 			err = rerr
 		}
 	}()
 	env := append(os.Environ(), extraEnv...)
-	env = append(env, "POWERCUT_MNT="+m.dir, control.EnvSocket+"="+sock, "POWERCUT_FS="+cfg.FS)
-	fmt.Fprintf(cfg.Log, "powercut fs: running workload %s on %s (%s on %s)\n", cfg.Workload, m.dir, cfg.FS, m.loop)
+	env = append(env, "POWERCUT_MNT="+m.Dir, control.EnvSocket+"="+sock, "POWERCUT_FS="+cfg.FS)
+	fmt.Fprintf(cfg.Log, "powercut fs: running workload %s on %s (%s on %s)\n", cfg.Workload, m.Dir, cfg.FS, m.Loop)
 	wout, code, err := checkers.Run(ctx, 0, env, shellArgs(cfg.Workload)[0], shellArgs(cfg.Workload)[1:]...)
 	if wout != "" {
 		fmt.Fprint(cfg.Log, indent(wout, "  workload| "))
@@ -369,7 +369,7 @@ func recordWorkload(ctx context.Context, cfg Config, res *Result, work string, e
 	if code != 0 {
 		return fmt.Errorf("workload %s exited %d (see its output above)", cfg.Workload, code)
 	}
-	if err := m.release(); err != nil {
+	if err := m.Release(); err != nil {
 		return fmt.Errorf("unmounting after the workload: %w", err)
 	}
 	return nil

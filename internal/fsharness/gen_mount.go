@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/internal/infra"
 )
 
@@ -132,7 +133,7 @@ func mountQuick(ctx context.Context, fsType, image, opts string) (_ *quickMount,
 	}
 	flags, data := splitMountOptions(opts)
 	if err := unix.Mount(m.loop, dir, fsType, flags, data); err != nil {
-		return nil, &mountError{msg: fmt.Sprintf("mount -t %s -o %q %s: %v", fsType, opts, m.loop, err), kernel: kernelMessages(m.loop)}
+		return nil, fstool.NewMountError(fmt.Sprintf("mount -t %s -o %q %s: %v", fsType, opts, m.loop, err), kernelMessages(m.loop))
 	}
 	m.isMnt = true
 	return m, nil

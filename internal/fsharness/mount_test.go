@@ -29,7 +29,7 @@ func TestUnmountableStateLeavesNothing(t *testing.T) {
 		func() (string, error) {
 			m, out, err := mountImage(context.Background(), "ext4", img, "")
 			if m != nil {
-				m.release()
+				m.Release()
 			}
 			return out + mountKernel(err), err
 		},

@@ -38,7 +38,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/powercut/powercut/internal/loopdev"
+	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/pclog"
 	"github.com/powercut/powercut/record"
 )
@@ -243,7 +243,7 @@ func (r *Recorder) doUnmount() error {
 	if devs := loopsOf(r.Path()); len(devs) > 0 {
 		var failed []string
 		for _, d := range devs {
-			if err := loopdev.Detach(d); err != nil {
+			if err := fstool.Detach(d); err != nil {
 				failed = append(failed, fmt.Sprintf("%s (%v: a file system on it is probably still mounted; it detaches when unmounted)", d, err))
 			}
 		}

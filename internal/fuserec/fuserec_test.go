@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/powercut/powercut/internal/loopdev"
+	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/internal/testenv"
 	"github.com/powercut/powercut/pclog"
 )
@@ -201,14 +201,14 @@ func TestExt4ThroughLoop(t *testing.T) {
 	r := startRec(t, Options{Base: base})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dev, err := loopdev.Attach(ctx, r.Path(), true)
+	dev, err := fstool.Attach(ctx, r.Path(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	detached := false
 	defer func() {
 		if !detached {
-			loopdev.Detach(dev)
+			fstool.Detach(dev)
 		}
 	}()
 	run(t, "mkfs.ext4", "-q", "-F", dev)
@@ -230,7 +230,7 @@ func TestExt4ThroughLoop(t *testing.T) {
 	run(t, "sync")
 	run(t, "umount", mnt)
 	mounted = false
-	if err := loopdev.Detach(dev); err != nil {
+	if err := fstool.Detach(dev); err != nil {
 		t.Fatal(err)
 	}
 	detached = true
@@ -298,19 +298,19 @@ func TestUnmountOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := loopdev.Attach(ctx, r.Path(), true)
+	dev, err := fstool.Attach(ctx, r.Path(), true)
 	if err != nil {
 		r.Close()
 		t.Fatal(err)
 	}
-	ours := loopdev.Backing(dev)
+	ours := fstool.Backing(dev)
 	cancel()
 	select {
 	case <-r.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("FUSE server still running 30s after cancel")
 	}
-	if err := loopdev.Detach(dev); err != nil {
+	if err := fstool.Detach(dev); err != nil {
 		t.Error(err)
 	}
 	err = r.Close()
@@ -322,7 +322,7 @@ func TestUnmountOnCancel(t *testing.T) {
 	// The device number may already serve another test's file (other packages run in
 	// parallel): what must be gone is a loop device on this recorder's disk.img.
 	// (a file whose FUSE mount went away is shown as "/disk.img").
-	if b := loopdev.Backing(dev); b != "" && (b == ours || strings.HasPrefix(b, mnt) || b == "/disk.img") {
+	if b := fstool.Backing(dev); b != "" && (b == ours || strings.HasPrefix(b, mnt) || b == "/disk.img") {
 		t.Errorf("%s still attached to %s", dev, b)
 	}
 }

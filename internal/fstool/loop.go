@@ -1,10 +1,14 @@
-// Package loopdev attaches files to loop devices with losetup(8) and detaches them again.
+// Package fstool is powercut's one home for the tools a kernel file system is driven with: loop
+// devices (attach, detach with retries while busy), mount and unmount (retrying, lazily as a last
+// resort), the kernel's messages about one loop device, the read-only fsck of each file system,
+// and running a tool in its own process group with a timeout. The fs harness (internal/fsharness)
+// and the built-in checkers (internal/checkers) both use it.
 //
 // Why losetup and not the LOOP_CONFIGURE ioctl: losetup handles the loop-control races (another
 // process taking the same free device), partition scanning and autoclear the way every admin
 // expects, and its errors are readable. The callers need only attach, detach, and a guarantee
 // that a device they attached is gone when they return.
-package loopdev
+package fstool
 
 import (
 	"context"
