@@ -220,6 +220,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			defer release()
 			replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
 			ri := newRunInfo(logPath, len(l.Entries), opts, what)
+			ri.Bases = basePaths
 			ri.SectorSize = sectorSize
 			outs, err := ef.openOutputs(outPath, ri, &opts, replay)
 			if err != nil {

@@ -39,6 +39,9 @@ Exit codes: 0 no violation, 1 violations found, 2 usage error or bad input (do n
 			if logPath == "" {
 				logPath = m.run.Log
 			}
+			if len(bases) == 0 {
+				bases = m.run.Bases
+			}
 			replay := func(id string) string { return replayLine(logPath, bases, m.run.SectorSize, id) }
 			if out != "" {
 				if err := m.write(out, replay); err != nil {

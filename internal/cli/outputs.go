@@ -37,6 +37,12 @@ func (f *exploreFlags) openOutputs(out string, ri runInfo, opts *explore.Options
 		}
 		opts.Resume = prev.Checked
 		path, appendTo = f.resume, true
+		if prev.Torn {
+			// A run killed while writing left half a line: cut it, so the journal goes on whole.
+			if err := os.Truncate(f.resume, prev.Whole); err != nil {
+				return nil, fmt.Errorf("--resume %s: cutting its torn last line: %w", f.resume, err)
+			}
+		}
 	}
 	if path == "" {
 		return o, nil

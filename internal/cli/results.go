@@ -23,19 +23,21 @@ const resultsVersion = 1
 
 // runInfo identifies an exploration: a resumed run or a shard must match it.
 type runInfo struct {
-	Log        string         `json:"log"`
-	LogRecords int            `json:"log_records"`
-	Model      string         `json:"model"`
-	Discard    string         `json:"discard"`
-	Strategy   string         `json:"strategy"`
-	K          int            `json:"k"`
-	States     int            `json:"states"`
-	Seed       uint64         `json:"seed"`
-	FromMark   string         `json:"from_mark,omitempty"`
-	ToMark     string         `json:"to_mark,omitempty"`
-	Check      string         `json:"check"`
-	SectorSize int64          `json:"sector_size,omitempty"`
-	Shard      *explore.Shard `json:"shard,omitempty"`
+	Log        string `json:"log"`
+	LogRecords int    `json:"log_records"`
+	Model      string `json:"model"`
+	Discard    string `json:"discard"`
+	Strategy   string `json:"strategy"`
+	K          int    `json:"k"`
+	States     int    `json:"states"`
+	Seed       uint64 `json:"seed"`
+	FromMark   string `json:"from_mark,omitempty"`
+	ToMark     string `json:"to_mark,omitempty"`
+	Check      string `json:"check"`
+	SectorSize int64  `json:"sector_size,omitempty"`
+	// Bases are the base images (as given to --base) the replay commands name.
+	Bases []string       `json:"bases,omitempty"`
+	Shard *explore.Shard `json:"shard,omitempty"`
 }
 
 func newRunInfo(logPath string, records int, o explore.Options, check string) runInfo {
@@ -58,8 +60,10 @@ func (a runInfo) sameRun(b runInfo) bool {
 	if b.Shard != nil {
 		sb = *b.Shard
 	}
-	a.Log, b.Log, a.Shard, b.Shard = "", "", nil, nil
-	return a == b && sa == sb
+	a.Log, b.Log, a.Shard, b.Shard, a.Bases, b.Bases = "", "", nil, nil, nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb) && sa == sb
 }
 
 type resultLine struct {
@@ -119,8 +123,9 @@ type results struct {
 	Checked map[int]explore.Checked
 	Summary *explore.Report
 	// Torn: the file ended in a partial line (a run killed while writing): ignored, as it was
-	// never synced as a whole.
-	Torn bool
+	// never synced as a whole. Whole is the length of the file up to its last whole line.
+	Torn  bool
+	Whole int64
 }
 
 // errNotResults: the file is not a powercut results file.
@@ -146,6 +151,7 @@ func readResults(path string) (*results, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		out.Whole += int64(len(line))
 		var l resultLine
 		if err := json.Unmarshal(line, &l); err != nil {
 			return nil, fmt.Errorf("%s line %d: %w: %v", path, n, errNotResults, err)

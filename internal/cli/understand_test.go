@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -318,6 +319,34 @@ func TestOneExplicitCommandList(t *testing.T) {
 	for _, want := range []string{"demo", "explore", "fs", "record", "replay", "verify"} {
 		if !seen[want] {
 			t.Errorf("command %q missing from the list", want)
+		}
+	}
+}
+
+// --resume after a run killed mid-line: the torn last line is cut, the journal goes on whole.
+func TestResumeCutsATornLine(t *testing.T) {
+	dir := t.TempDir()
+	logPath, res := filepath.Join(dir, "demo.pclog"), filepath.Join(dir, "r.jsonl")
+	if code, out := runCLI(t, "demo", "--bug", "P5", "--keep-log", logPath, "--out", res); code != ExitViolations {
+		t.Fatalf("demo: %d\n%s", code, out)
+	}
+	b, _ := os.ReadFile(res)
+	lines := strings.SplitAfter(string(b), "\n")
+	cut := strings.Join(lines[:len(lines)/2], "") + `{"checked":{"seq":` // killed mid-line
+	if err := os.WriteFile(res, []byte(cut), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCLI(t, "demo", "--bug", "P5", "--keep-log", filepath.Join(dir, "again.pclog"), "--resume", res); code != ExitViolations {
+		t.Fatalf("resume: %d\n%s", code, out)
+	}
+	r, err := readResults(res)
+	if err != nil || r.Torn || r.Summary == nil {
+		t.Fatalf("after resume: %v, torn %v, summary %v", err, r != nil && r.Torn, r != nil && r.Summary != nil)
+	}
+	b, _ = os.ReadFile(res)
+	for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("line %d is not JSON: %q", i+1, l)
 		}
 	}
 }
