@@ -260,24 +260,9 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
-				for _, v := range rep.Violations {
-					res.Replay[v.StateID] = replay(v.StateID)
-				}
-				for _, g := range rep.Groups {
-					if g.Minimal != nil {
-						res.Replay[g.Minimal.StateID] = replay(g.Minimal.StateID)
-					}
-				}
-				if err := writeJSON(env.Stdout, res); err != nil {
-					return err
-				}
-			} else {
-				printGroups(env.Stdout, rep, replay)
-				printStacks(env.Stdout, logPath, rep)
-				_, counted := chk.(nullChecker)
-				printSummary(env.Stdout, rep, counted)
+			_, counted := chk.(nullChecker)
+			if err := printExplore(env.Stdout, asJSON, logPath, what, rep, replay, counted); err != nil {
+				return err
 			}
 			if len(rep.Violations) > 0 {
 				return ErrViolations
@@ -304,6 +289,26 @@ func finishLine(w io.Writer) {
 	if isTerminal(w) {
 		fmt.Fprint(w, "\r\033[K")
 	}
+}
+
+// printExplore ends an exploration: JSON, or the groups, stacks and summary.
+func printExplore(w io.Writer, asJSON bool, logPath, what string, rep *explore.Report, replay func(string) string, counted bool) error {
+	if asJSON {
+		res := exploreResult{Log: logPath, Checks: what, Report: rep, Replay: map[string]string{}}
+		for _, v := range rep.Violations {
+			res.Replay[v.StateID] = replay(v.StateID)
+		}
+		for _, g := range rep.Groups {
+			if g.Minimal != nil {
+				res.Replay[g.Minimal.StateID] = replay(g.Minimal.StateID)
+			}
+		}
+		return writeJSON(w, res)
+	}
+	printGroups(w, rep, replay)
+	printStacks(w, logPath, rep)
+	printSummary(w, rep, counted)
+	return nil
 }
 
 // exploreChecker builds the checker --check, --fsck or --verify asks for (none: states are only

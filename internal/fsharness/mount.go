@@ -14,13 +14,8 @@ func mountImage(ctx context.Context, fsType, image, opts string, sectorSize ...i
 	return fstool.Mount(ctx, fsType, image, opts, sectorSize...)
 }
 
-// mountError is mount(2) refusing the image.
-type mountError = fstool.MountError
-
 func mountKernel(err error) string { return fstool.KernelOf(err) }
 
 func isMountErr(err error) bool { return fstool.IsMountError(err) }
 
 func kernelMessages(dev string) string { return fstool.KernelMessages(dev) }
-
-func isMountPoint(dir string) bool { return fstool.IsMountPoint(dir) }
