@@ -165,6 +165,9 @@ const (
 	// ReadsLastMark: the image and the last mark issued before the crash point (what the
 	// application had been promised), not the covered marks.
 	ReadsLastMark
+	// ReadsPoint: the image and the crash point itself (an audit compares with what the top
+	// promised at that point: the same image may be fine at one point and a breach at a later).
+	ReadsPoint
 )
 
 // ParseReads parses image|last-mark|marks.
@@ -186,6 +189,8 @@ func (r Reads) String() string {
 		return "image"
 	case ReadsLastMark:
 		return "last-mark"
+	case ReadsPoint:
+		return "point"
 	}
 	return "marks"
 }
@@ -550,6 +555,8 @@ func (r *run) key(e *model.Epoch, lk key128, st *model.State) (dedupKey, map[uin
 		dk += "|" + e.Point.LastMark
 	case ReadsMarks:
 		dk += "|" + e.Point.LastMark + "|" + strings.Join(covered, ",")
+	case ReadsPoint:
+		dk += fmt.Sprintf("|%d", e.Point.T)
 	}
 	return dedupKey{key: dk, share: k.a}, ext, covered, nil
 }

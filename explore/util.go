@@ -61,6 +61,18 @@ func history(src *Source) (*model.History, error) {
 		return nil, err
 	}
 	h.BaseZero = baseZero(src)
+	if len(src.Devices) > 0 {
+		keep := map[uint16]bool{}
+		for _, d := range src.Devices {
+			keep[d] = true
+		}
+		for i := range h.Ops {
+			if o := &h.Ops[i]; !keep[o.Dev] && o.Kind != pclog.KindMark {
+				// Kind 0 is no kind: neither data, flush nor mark, so the model ignores it.
+				o.Kind, o.Flags = 0, 0
+			}
+		}
+	}
 	if src.SectorSize != 0 {
 		if err := h.SetSectorSize(src.SectorSize); err != nil {
 			return nil, err

@@ -45,6 +45,7 @@ type Env struct {
 // not assembled by init functions spread over the package.
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
+		newAuditCmd(env),
 		newDemoCmd(env),
 		newExploreCmd(env),
 		newExportCmd(env),

@@ -291,6 +291,9 @@ func (e *Export) zero(off, n int64, fua bool) error {
 }
 
 func (e *Export) do(rec *pclog.Record, fn func() error) error {
+	if ps, ok := e.Store.(*ProxyStore); ok {
+		fn = func() error { return ps.forward(rec) } // the request passes on whole (proxy.go)
+	}
 	if e.Device == nil {
 		return fn()
 	}
