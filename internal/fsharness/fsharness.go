@@ -87,6 +87,9 @@ type Result struct {
 	Report                  *explore.Report
 }
 
+// ErrToolMissing: a program the run needs is not installed.
+var ErrToolMissing = errors.New("tool not installed")
+
 // DefaultSize is the disk size used when none is given: large enough for each file system's
 // minimum (xfs refuses less than 300 MiB) and small enough to stay cheap.
 func DefaultSize(fs string) int64 {
@@ -132,15 +135,15 @@ func (c *Config) validate() error {
 		return fmt.Errorf("disk size %d: want a multiple of 512 of at least 16 MiB", c.Size)
 	}
 	if os.Geteuid() != 0 {
-		return errors.New("powercut fs needs root (loop devices, mount, FUSE)")
+		return errors.New("crash-testing a kernel file system needs root (loop devices, mount, FUSE)")
 	}
 	for _, t := range Tools(c.FS) {
 		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("powercut fs --fs %s needs %s, which is not installed", c.FS, t)
+			return fmt.Errorf("%w: crash-testing %s needs %s", ErrToolMissing, c.FS, t)
 		}
 	}
 	if !scratch.Available() {
-		return errors.New("powercut fs needs FUSE (/dev/fuse)")
+		return errors.New("crash-testing a kernel file system needs FUSE (/dev/fuse)")
 	}
 	if c.FS == "btrfs" && c.Explore.Jobs > 1 {
 		// Every crash image carries the same btrfs fsid; the kernel keys devices by fsid and will
@@ -339,13 +342,11 @@ func recordWorkload(ctx context.Context, cfg Config, res *Result, work string, e
 		}
 	}()
 	sock := filepath.Join(work, "control.sock")
-	srv, err := control.Listen(sock, rec)
+	stopCtl, err := control.Start(context.Background(), sock, rec)
 	if err != nil {
 		return err
 	}
-	srvDone := make(chan struct{})
-	go func() { srv.Serve(context.Background()); close(srvDone) }()
-	defer func() { srv.Close(); <-srvDone }()
+	defer stopCtl()
 
 	m, mout, err := mountImage(ctx, cfg.FS, rec.Path(), cfg.MountOpts, cfg.SectorSize)
 	if err != nil {
