@@ -32,6 +32,7 @@ import (
 	"github.com/powercut/powercut/internal/checkers"
 	"github.com/powercut/powercut/internal/control"
 	"github.com/powercut/powercut/internal/fuserec"
+	"github.com/powercut/powercut/internal/leftovers"
 	"github.com/powercut/powercut/internal/scratch"
 	"github.com/powercut/powercut/pclog"
 )
@@ -184,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	var res *Result
-	work, err := os.MkdirTemp("", "powercut-fs-work-")
+	work, err := leftovers.MkdirTemp("powercut-fs-work-")
 	if err != nil {
 		return nil, err
 	}

@@ -26,3 +26,15 @@ func TestSplitMountOptions(t *testing.T) {
 		}
 	}
 }
+
+// btrfs check fails with "could not check mount status" when a loop device of a parallel job
+// vanishes while it scans block devices: the image is not at fault, the check is run again.
+func TestTransientFsck(t *testing.T) {
+	out := "ERROR: could not check mount status: No such device or address\nOpening filesystem to check...\n"
+	if !transientFsck("btrfs", out) {
+		t.Errorf("btrfs mount-status failure not recognised as transient")
+	}
+	if transientFsck("btrfs", "ERROR: errors found in fs roots\n") || transientFsck("ext4", out) {
+		t.Errorf("a real fsck error taken as transient")
+	}
+}

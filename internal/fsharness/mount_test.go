@@ -24,7 +24,7 @@ func TestUnmountableStateLeavesNothing(t *testing.T) {
 	if err := os.Truncate(img, 32<<20); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "powercut-fs-mnt-*"))
+	before := mountDirs()
 	for _, mount := range []func() (string, error){
 		func() (string, error) {
 			m, out, err := mountImage(context.Background(), "ext4", img, "")
@@ -48,7 +48,7 @@ func TestUnmountableStateLeavesNothing(t *testing.T) {
 		if outL, _ := exec.Command("losetup", "-j", img).CombinedOutput(); strings.TrimSpace(string(outL)) != "" {
 			t.Errorf("loop device left on the image: %s", outL)
 		}
-		after, _ := filepath.Glob(filepath.Join(os.TempDir(), "powercut-fs-mnt-*"))
+		after := mountDirs()
 		if len(after) > len(before) {
 			t.Errorf("mount directories left: %v (before %v)", after, before)
 		}
