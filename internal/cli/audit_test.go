@@ -48,8 +48,8 @@ func needTools(t *testing.T, tools ...string) {
 	}
 }
 
-// leftovers fails the test when an audit left a socket directory behind.
-func leftovers(t *testing.T) {
+// auditLeftovers fails the test when an audit left a socket directory behind.
+func auditLeftovers(t *testing.T) {
 	t.Helper()
 	m, _ := filepath.Glob(filepath.Join(os.TempDir(), "powercut-audit-*"))
 	if len(m) > 0 {
@@ -78,7 +78,7 @@ func TestAuditNbdkitCache(t *testing.T) {
 				t.Errorf("violations do not name the FLUSH and the FUA, or lack the rebuild line:\n%s", out)
 			}
 			t.Log(lastLine(out))
-			leftovers(t)
+			auditLeftovers(t)
 			// The check alone, on the recording just made, gives the same verdict.
 			if c2, out2, _ := run(t, "audit", "--log", log, "--strategy", "exhaustive"); c2 != tc.code || verdict(out2) != verdict(out) {
 				t.Errorf("re-check: exit %d %q, first run %q", c2, lastLine(out2), lastLine(out))
@@ -120,7 +120,7 @@ func TestAuditQemuQcow2(t *testing.T) {
 				t.Fatalf("exit %d, want %d\n%s\n%s", code, tc.code, out, stderr)
 			}
 			t.Log(lastLine(out))
-			leftovers(t)
+			auditLeftovers(t)
 		})
 	}
 }
