@@ -134,29 +134,38 @@ func firstNonEmpty(s ...string) string {
 }
 
 // auditRecord runs the layer and the workload and leaves the recording in o.log.
-func auditRecord(env *Env, o *auditOpts) error {
+// auditSize checks the size flags and returns the bottom's size.
+func auditSize(o *auditOpts) (int64, error) {
 	var bottomSize int64
 	if o.size != "" {
 		v, err := parsePositiveSize(o.size)
 		if err != nil {
-			return usagef("--size: %v", err)
+			return 0, usagef("--size: %v", err)
 		}
 		bottomSize = v
 	}
 	if o.base != "" {
 		st, err := os.Stat(o.base)
 		if err != nil {
-			return usagef("--base: %v", err)
+			return 0, usagef("--base: %v", err)
 		}
 		if bottomSize == 0 {
 			bottomSize = st.Size()
 		}
 	}
 	if bottomSize == 0 {
-		return usagef("--size is required (or --base)")
+		return 0, usagef("--size is required (or --base)")
 	}
 	if o.decode != "" && o.base == "" {
-		return usagef("--decode needs --base: the bottom's initial content (e.g. qemu-img create -f qcow2 base.qcow2 64M), whose decoded view is the top's start")
+		return 0, usagef("--decode needs --base: the bottom's initial content (e.g. qemu-img create -f qcow2 base.qcow2 64M), whose decoded view is the top's start")
+	}
+	return bottomSize, nil
+}
+
+func auditRecord(env *Env, o *auditOpts) error {
+	bottomSize, err := auditSize(o)
+	if err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "powercut-audit-")
 	if err != nil {

@@ -62,8 +62,10 @@ recording and for every crash state. Needs root, FUSE and loop devices.
 Exit codes: 0 no violation, 1 violations found, 2 usage or tool error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			sweepLeftovers(env)
+			defer releaseOwn(env)
 			if gf.active() {
-				return gf.run(cmd, env, &ef, fsGenArgs{fsType, size, mkfsOpts, mntOpts, out, workload, check, checkTimeout, asJSON})
+				return gf.run(cmd, env, &ef, fsGenArgs{fsType, size, mkfsOpts, mntOpts, genDir(keep, out), workload, check, checkTimeout, asJSON})
 			}
 			return runFS(cmd, env, &ef, fsArgs{fsType: fsType, size: size, mkfsOpts: mkfsOpts, mntOpts: mntOpts, workload: workload,
 				check: check, out: out, keep: keep, logPath: recLog, base: recBase, checkTimeout: checkTimeout, asJSON: asJSON, sectorSize: sectorSize})
@@ -204,6 +206,9 @@ func runFS(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsArgs) error {
 		if a.keep == "" && a.logPath == "" {
 			os.RemoveAll(cfg.Out)
 		}
+		if ierr, ok := interruptExit(cmd.Context(), env, nil, err); ok {
+			return ierr
+		}
 		return err
 	}
 	return fsReport(cmd, env, a, res, err, outs, replay)
@@ -254,6 +259,9 @@ func fsReport(cmd *cobra.Command, env *Env, a fsArgs, res *fsharness.Result, run
 		if res.Out != "" {
 			fmt.Fprintf(env.Stderr, "powercut: the recording and its base image are kept in %s\n", res.Out)
 		}
+		if ierr, ok := interruptExit(cmd.Context(), env, res.Report, runErr); ok {
+			return ierr
+		}
 		return runErr
 	}
 	if a.asJSON {
@@ -284,4 +292,12 @@ func writeJSONThen(env *Env, v any, bad bool) error {
 		return ErrViolations
 	}
 	return nil
+}
+
+// genDir is where a generated campaign keeps its files: --keep DIR (or --out DIR, deprecated).
+func genDir(keep, out string) string {
+	if keep != "" {
+		return keep
+	}
+	return out
 }

@@ -78,6 +78,31 @@ type genResultJSON struct {
 	WallSecond float64           `json:"wall_seconds"`
 }
 
+// validate checks the generated mode's flags before anything runs.
+func (g *genFlags) validate(a fsGenArgs) error {
+	if a.workload != "" || a.check != "" {
+		return usagef("--generate and --workload-id run generated workloads with the built-in oracle: drop --workload and --check")
+	}
+	if g.generate != "" && len(g.workloadIDs) > 0 {
+		return usagef("--generate and --workload-id: give one of them")
+	}
+	if a.fsType == "" {
+		return usagef("--fs is required")
+	}
+	if g.limit < 0 {
+		return usagef("--limit must not be negative")
+	}
+	for _, id := range g.workloadIDs {
+		if _, err := fsgen.ParseID(id); err != nil {
+			return usagef("--workload-id: %v", err)
+		}
+	}
+	if a.checkTimeout < 0 {
+		return usagef("--check-timeout must not be negative")
+	}
+	return nil
+}
+
 func (g *genFlags) run(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsGenArgs) error {
 	if g.printScript {
 		if len(g.workloadIDs) == 0 {
@@ -92,26 +117,12 @@ func (g *genFlags) run(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsGenAr
 		}
 		return nil
 	}
-	if a.workload != "" || a.check != "" {
-		return usagef("--generate and --workload-id run generated workloads with the built-in oracle: drop --workload and --check")
-	}
-	if g.generate != "" && len(g.workloadIDs) > 0 {
-		return usagef("--generate and --workload-id: give one of them")
-	}
-	if a.fsType == "" {
-		return usagef("--fs is required")
-	}
-	if g.limit < 0 {
-		return usagef("--limit must not be negative")
+	if err := g.validate(a); err != nil {
+		return err
 	}
 	cfg := fsharness.GenConfig{FS: a.fsType, MkfsOpts: a.mkfsOpts, MountOpts: a.mntOpts, IDs: g.workloadIDs,
 		Limit: g.limit, Jobs: ef.jobs, Out: a.out, KeepLogs: g.keepLogs, CheckTimeout: a.checkTimeout,
 		Log: env.Stderr, Gen: fsgen.Options{Nested: g.nested}}
-	for _, id := range g.workloadIDs {
-		if _, err := fsgen.ParseID(id); err != nil {
-			return usagef("--workload-id: %v", err)
-		}
-	}
 	if g.generate != "" {
 		n, err := parseSeq(g.generate)
 		if err != nil {
@@ -135,9 +146,6 @@ func (g *genFlags) run(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsGenAr
 			return usagef("--size %q: want a positive size (%v)", a.size, err)
 		}
 		cfg.Size = n
-	}
-	if a.checkTimeout < 0 {
-		return usagef("--check-timeout must not be negative")
 	}
 	mountHint := (&fsharness.Config{FS: a.fsType, MountOpts: a.mntOpts}).MountHintOpts()
 	var basePath string
