@@ -42,6 +42,25 @@ func (im *Image) Extents() model.Extents { return im.ov.Extents() }
 // OverlayBytes is the number of bytes the overlay covers.
 func (im *Image) OverlayBytes() int64 { return im.ov.Bytes() }
 
+// Segment says where the bytes starting at off come from, without reading them: the overlay
+// extent (clipped to start at off; Op is a log index, or model.SrcZero) when ok, else the base;
+// end is where that run stops. Checkers that precompute hashes of what each operation wrote use
+// it to judge an image without reading it.
+func (im *Image) Segment(off int64) (e model.Extent, ok bool, end int64) { return im.ov.Segment(off) }
+
+// Own, Shared and SharedSegment split the overlay into what every state of the crash point
+// shares and what this state painted over it (model.Overlay): a checker can judge the shared
+// part once per crash point and each state by its own extents only.
+func (im *Image) Own() model.Extents { return im.ov.Own() }
+
+// Shared: see Own.
+func (im *Image) Shared() *model.LayerSnap { return im.ov.Shared() }
+
+// SharedSegment: see Own.
+func (im *Image) SharedSegment(off int64) (model.Extent, bool, int64) {
+	return im.ov.SharedSegment(off)
+}
+
 // ReadAt implements io.ReaderAt.
 func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {

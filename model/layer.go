@@ -119,6 +119,23 @@ func (o *Overlay) Segment(off int64) (e Extent, ok bool, end int64) {
 	return Extent{}, false, min(next, nextDelta, o.size)
 }
 
+// Own returns the extents this state painted over its crash point's shared layer, sorted and
+// non-overlapping (do not modify). Outside them the state reads what SharedSegment says.
+func (o *Overlay) Own() Extents { return o.delta }
+
+// Shared identifies the crash point's settled layer, the part of the overlay every state of the
+// point shares (nil: nothing settled). Checkers may cache per-layer work keyed by it.
+func (o *Overlay) Shared() *LayerSnap { return o.layer }
+
+// SharedSegment is Segment on the shared layer alone, ignoring the state's own extents.
+func (o *Overlay) SharedSegment(off int64) (e Extent, ok bool, end int64) {
+	le, hit, next := o.layer.segment(off)
+	if hit {
+		return clip(le, off), true, le.Off + le.Len
+	}
+	return Extent{}, false, min(next, o.size)
+}
+
 func clip(e Extent, off int64) Extent {
 	d := off - e.Off
 	e.Off, e.Len = off, e.Len-d

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/zeebo/xxh3"
 
 	"github.com/powercut/powercut/explore"
+	"github.com/powercut/powercut/image"
 	"github.com/powercut/powercut/model"
 	"github.com/powercut/powercut/pclog"
 )
@@ -71,16 +73,54 @@ type Checker struct {
 	ss      int64          // top sector size
 	size    int64          // top size
 	sectors []int64        // sectors to check, sorted (top sectors written, plus bottom ones under identity)
-	cover   map[int64][]int
-	minSub  map[int64][]uint64 // per sector: suffix minimum of the covering ops' submit points
-	opHash  map[int][]uint64   // per top WRITE op, per sector
-	base    map[int64]uint64   // top base hash of each checked sector
-	zero    uint64
+	// Per checked sector (by its position in sectors): the top ops covering it, the suffix
+	// minimum of their submit points, and the top base's hash.
+	cover  [][]int
+	minSub [][]uint64
+	base   []uint64
+	opHash [][]uint64 // per top WRITE op (log index), per sector
+	zero   uint64
+
+	// botHash is, under the identity view, the hash of every sector each bottom WRITE wrote:
+	// a bottom state is then judged from where its sectors come from (image.Segment), unread.
+	botHash [][]uint64
 
 	mu     sync.Mutex
 	epochs map[uint64]*model.Epoch
+	tables map[uint64]*allowTable
+	order  []uint64 // crash points of tables, oldest first
 	bufs   sync.Pool
 }
+
+// allowTable is, for one crash point, the hashes each checked sector may show: those of sector
+// c.sectors[k] are hashes[offs[k]:offs[k+1]]. Every state of a crash point shares it, so the
+// model is asked once per point, not once per state. Under the identity view it also holds the
+// verdict on the crash point's shared settled layer (image.Image.Shared): the checked sectors
+// whose shared content is not allowed. A state is then judged by its own extents only.
+type allowTable struct {
+	once   sync.Once
+	offs   []uint32
+	hashes []uint64
+
+	sharedOnce sync.Once
+	shared     *model.LayerSnap
+	sharedOK   bool      // every checked sector has one source in the shared layer
+	sharedBad  []failure // checked sectors whose shared content is not allowed, in order
+}
+
+func (tb *allowTable) allows(k int, h uint64) bool {
+	return slices.Contains(tb.hashes[tb.offs[k]:tb.offs[k+1]], h)
+}
+
+// failure is a checked sector (its position in c.sectors) showing content h it may not show.
+type failure struct {
+	k int
+	h uint64
+}
+
+// maxTables bounds the crash points whose tables are kept: explore checks a point's states
+// together, a few workers at a time.
+const maxTables = 8
 
 // NewChecker indexes the top side of an audit recording: which top operations cover each top
 // sector, and the hash of every sector they wrote. Cost: one pass over the top's data.
@@ -97,8 +137,9 @@ func NewChecker(l *pclog.Log, cfg Config) (*Checker, error) {
 		return nil, fmt.Errorf("audit: top history: %w", err)
 	}
 	only(th, Top)
-	c := &Checker{cfg: cfg, log: l, th: th, ss: int64(top.SectorSize), size: top.Size, cover: map[int64][]int{},
-		opHash: map[int][]uint64{}, base: map[int64]uint64{}, epochs: map[uint64]*model.Epoch{}}
+	c := &Checker{cfg: cfg, log: l, th: th, ss: int64(top.SectorSize), size: top.Size,
+		opHash: make([][]uint64, len(l.Entries)), epochs: map[uint64]*model.Epoch{}, tables: map[uint64]*allowTable{}}
+	cover := map[int64][]int{}
 	c.zero = xxh3.Hash(make([]byte, c.ss))
 	c.bufs.New = func() any { b := make([]byte, 256*c.ss); return &b }
 	buf := make([]byte, 1<<20)
@@ -110,25 +151,16 @@ func NewChecker(l *pclog.Log, cfg Config) (*Checker, error) {
 		n := o.Len / c.ss
 		for k := int64(0); k < n; k++ {
 			x := o.Off/c.ss + k
-			c.cover[x] = append(c.cover[x], i)
+			cover[x] = append(cover[x], i)
 		}
 		if o.Kind != pclog.KindWrite {
 			continue
 		}
-		hs := make([]uint64, n)
-		for done := int64(0); done < o.Len; {
-			m := min(int64(len(buf)), o.Len-done)
-			if err := l.ReadData(i, buf[:m], done); err != nil {
-				return nil, fmt.Errorf("audit: read top op %d: %w", i, err)
-			}
-			for k := int64(0); k < m/c.ss; k++ {
-				hs[done/c.ss+k] = xxh3.Hash(buf[k*c.ss : (k+1)*c.ss])
-			}
-			done += m
+		if c.opHash[i], err = sectorHashes(l, i, o.Len, c.ss, buf); err != nil {
+			return nil, fmt.Errorf("audit: read top op %d: %w", i, err)
 		}
-		c.opHash[i] = hs
 	}
-	for x := range c.cover {
+	for x := range cover {
 		c.sectors = append(c.sectors, x)
 	}
 	if cfg.Decode == nil {
@@ -137,14 +169,20 @@ func NewChecker(l *pclog.Log, cfg Config) (*Checker, error) {
 		if bot.Size != top.Size || bot.SectorSize != top.SectorSize {
 			return nil, fmt.Errorf("audit: identity view needs equal devices (top %d bytes / %d-byte sectors, bottom %d / %d): give a decoder", top.Size, top.SectorSize, bot.Size, bot.SectorSize)
 		}
+		c.botHash = make([][]uint64, len(l.Entries))
 		for i := range l.Entries {
 			e := &l.Entries[i]
 			if e.Device != Bottom || !isData(e.Kind) {
 				continue
 			}
+			if e.Kind == pclog.KindWrite {
+				if c.botHash[i], err = sectorHashes(l, i, e.Length, c.ss, buf); err != nil {
+					return nil, fmt.Errorf("audit: read bottom op %d: %w", i, err)
+				}
+			}
 			for x := e.Offset / c.ss; x < (e.Offset+e.Length)/c.ss; x++ {
-				if _, ok := c.cover[x]; !ok {
-					c.cover[x] = nil
+				if _, ok := cover[x]; !ok {
+					cover[x] = nil
 					c.sectors = append(c.sectors, x)
 				}
 			}
@@ -162,28 +200,48 @@ func NewChecker(l *pclog.Log, cfg Config) (*Checker, error) {
 	for _, p := range bh.Points(cfg.Model) {
 		c.epochs[p.T] = w.Epoch(model.Point{T: p.T, MarkOp: -1})
 	}
-	c.minSub = make(map[int64][]uint64, len(c.cover))
-	for x, ops := range c.cover {
+	c.cover = make([][]int, len(c.sectors))
+	c.minSub = make([][]uint64, len(c.sectors))
+	c.base = make([]uint64, len(c.sectors))
+	for k, x := range c.sectors {
+		ops := cover[x]
+		c.cover[k] = ops
 		ms := make([]uint64, len(ops)+1)
 		ms[len(ops)] = ^uint64(0)
 		for j := len(ops) - 1; j >= 0; j-- {
 			ms[j] = min(ms[j+1], th.Ops[ops[j]].Submit)
 		}
-		c.minSub[x] = ms
+		c.minSub[k] = ms
 	}
 	sec := make([]byte, c.ss)
-	for _, x := range c.sectors {
+	for k, x := range c.sectors {
 		if cfg.TopBase == nil {
-			c.base[x] = c.zero
+			c.base[k] = c.zero
 			continue
 		}
 		clear(sec)
 		if _, err := cfg.TopBase.ReadAt(sec, x*c.ss); err != nil && err != io.EOF {
 			return nil, fmt.Errorf("audit: read top base at sector %d: %w", x, err)
 		}
-		c.base[x] = xxh3.Hash(sec)
+		c.base[k] = xxh3.Hash(sec)
 	}
 	return c, nil
+}
+
+// sectorHashes hashes every sector log entry i wrote.
+func sectorHashes(l *pclog.Log, i int, length, ss int64, buf []byte) ([]uint64, error) {
+	hs := make([]uint64, length/ss)
+	for done := int64(0); done < length; {
+		m := min(int64(len(buf)), length-done)
+		if err := l.ReadData(i, buf[:m], done); err != nil {
+			return nil, err
+		}
+		for k := int64(0); k < m/ss; k++ {
+			hs[done/ss+k] = xxh3.Hash(buf[k*ss : (k+1)*ss])
+		}
+		done += m
+	}
+	return hs, nil
 }
 
 func isData(k pclog.Kind) bool {
@@ -248,6 +306,34 @@ type breach struct {
 	allows string
 }
 
+// table returns the allowed hashes of every checked sector at crash point t, built once.
+func (c *Checker) table(t uint64) *allowTable {
+	c.mu.Lock()
+	tb, ok := c.tables[t]
+	if !ok {
+		tb = &allowTable{}
+		c.tables[t] = tb
+		c.order = append(c.order, t)
+		if len(c.order) > maxTables {
+			delete(c.tables, c.order[0])
+			c.order = c.order[1:]
+		}
+	}
+	c.mu.Unlock()
+	tb.once.Do(func() {
+		e := c.epoch(t)
+		tb.offs = make([]uint32, len(c.sectors)+1)
+		tb.hashes = make([]uint64, 0, len(c.sectors)+len(c.sectors)/2)
+		for k, x := range c.sectors {
+			for _, v := range e.MayShow(c.relevant(e, k, t)) {
+				tb.hashes = append(tb.hashes, c.versionHash(k, x, v))
+			}
+			tb.offs[k+1] = uint32(len(tb.hashes))
+		}
+	})
+	return tb
+}
+
 // Check compares the decoded bottom image of c with the versions the top model allows at its
 // crash point, on every checked sector.
 func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore.Violation, error) {
@@ -265,53 +351,131 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 		view = v
 	}
 	t := cand.Point.T
-	e := c.epoch(t)
-	var out []*breach
-	byOp := map[int]*breach{}
+	tb := c.table(t)
+	var fails []failure
+	ok := false
+	if c.botHash != nil {
+		fails, ok = c.ownFailures(tb, img)
+	}
+	if !ok {
+		var err error
+		if fails, err = c.scanFailures(view, img, tb); err != nil {
+			return nil, err
+		}
+	}
+	return c.violations(fails, t), nil
+}
+
+// ownFailures judges an identity-view state by its own extents, with the shared layer's
+// verdict from the crash point's table. ok is false when it cannot (a sector with two sources,
+// another shared layer than the table's): the caller scans every sector.
+func (c *Checker) ownFailures(tb *allowTable, img *image.Image) (fails []failure, ok bool) {
+	sh := img.Shared()
+	tb.sharedOnce.Do(func() {
+		tb.shared = sh
+		tb.sharedBad, tb.sharedOK = c.sharedFailures(tb, img)
+	})
+	if !tb.sharedOK || sh != tb.shared {
+		return nil, false
+	}
+	bad, bi := tb.sharedBad, 0
+	for _, e := range img.Own() {
+		if e.Off%c.ss != 0 || e.Len%c.ss != 0 {
+			return nil, false
+		}
+		lo := sort.Search(len(c.sectors), func(i int) bool { return c.sectors[i]*c.ss >= e.Off })
+		hi := lo + sort.Search(len(c.sectors)-lo, func(i int) bool { return c.sectors[lo+i]*c.ss >= e.Off+e.Len })
+		for ; bi < len(bad) && bad[bi].k < lo; bi++ {
+			fails = append(fails, bad[bi])
+		}
+		for ; bi < len(bad) && bad[bi].k < hi; bi++ {
+			// covered by the state's own extent: judged below
+		}
+		for k := lo; k < hi; k++ {
+			h, ok := c.extentHash(e, k)
+			if !ok {
+				return nil, false
+			}
+			if !tb.allows(k, h) {
+				fails = append(fails, failure{k, h})
+			}
+		}
+	}
+	return append(fails, bad[bi:]...), true
+}
+
+// sharedFailures judges the shared layer of img alone on every checked sector.
+func (c *Checker) sharedFailures(tb *allowTable, img *image.Image) ([]failure, bool) {
+	var bad []failure
+	seg := segmenter{lookup: img.SharedSegment}
+	for k := range c.sectors {
+		h, ok := c.segmentHash(&seg, k)
+		if !ok {
+			return nil, false
+		}
+		if !tb.allows(k, h) {
+			bad = append(bad, failure{k, h})
+		}
+	}
+	return bad, true
+}
+
+// scanFailures judges every checked sector of the view: from where each comes from under the
+// identity view where that says, else read.
+func (c *Checker) scanFailures(view io.ReaderAt, img *image.Image, tb *allowTable) ([]failure, error) {
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp
+	hs := make([]uint64, 0, 256)
+	seg := segmenter{lookup: img.Segment}
+	var fails []failure
 	for k := 0; k < len(c.sectors); {
-		// Read a run of contiguous sectors at once.
+		// A run of contiguous sectors at once.
 		j := k + 1
 		for j < len(c.sectors) && c.sectors[j] == c.sectors[j-1]+1 && j-k < 256 {
 			j++
 		}
-		x0 := c.sectors[k]
-		b := buf[:int64(j-k)*c.ss]
-		clear(b)
-		if n, err := view.ReadAt(b, x0*c.ss); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("audit: read the top view at sector %d: %w", x0, err)
-		} else if n < len(b) {
-			clear(b[n:])
+		var err error
+		if hs, err = c.hashes(view, &seg, k, j, buf, hs[:0]); err != nil {
+			return nil, err
 		}
 		for s := k; s < j; s++ {
-			x := c.sectors[s]
-			h := xxh3.Hash(b[int64(s-k)*c.ss : int64(s-k+1)*c.ss])
-			vs := e.MayShow(c.relevant(e, x, t))
-			if c.allowed(x, h, vs) {
-				continue
-			}
-			op := -1
-			for _, v := range vs {
-				if v.Durable && v.Op > op {
-					op = v.Op
-				}
-			}
-			if br := byOp[op]; br != nil && op >= 0 {
-				br.n++
-				continue
-			}
-			br := &breach{op: op, first: x, n: 1, shows: c.describe(x, h, t), allows: c.describeAllowed(vs)}
-			out = append(out, br)
-			if op >= 0 {
-				byOp[op] = br
-			}
-			if len(out) >= 16 {
-				break
+			if h := hs[s-k]; !tb.allows(s, h) {
+				fails = append(fails, failure{s, h})
 			}
 		}
 		k = j
+	}
+	return fails, nil
+}
+
+// violations turns the failing sectors (in sector order) into breaches: one per durable top
+// operation whose content is missing (counting its sectors) or per unexplained sector, at most 16.
+func (c *Checker) violations(fails []failure, t uint64) []explore.Violation {
+	var out []*breach
+	byOp := map[int]*breach{}
+	var e *model.Epoch
+	for _, f := range fails {
+		if e == nil {
+			e = c.epoch(t)
+		}
+		x := c.sectors[f.k]
+		vs := e.MayShow(c.relevant(e, f.k, t))
+		op := -1
+		for _, v := range vs {
+			if v.Durable && v.Op > op {
+				op = v.Op
+			}
+		}
+		if br := byOp[op]; br != nil && op >= 0 {
+			br.n++
+			continue
+		}
+		br := &breach{op: op, first: x, n: 1, shows: c.describe(f.k, f.h), allows: c.describeAllowed(vs)}
+		out = append(out, br)
+		if op >= 0 {
+			byOp[op] = br
+		}
 		if len(out) >= 16 {
 			break
 		}
@@ -320,7 +484,97 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 	for _, br := range out {
 		viols = append(viols, explore.Violation{Oracle: Oracle, Detail: c.detail(br, t)})
 	}
-	return viols, nil
+	return viols
+}
+
+// hashes appends to hs the hash of each checked sector c.sectors[k:j] (contiguous) of the view.
+// Under the identity view they come from the hashes of what each bottom operation wrote, found
+// through the image's segments; a sector no precomputed hash describes (an extent not aligned to
+// sectors) and every decoded view are read.
+func (c *Checker) hashes(view io.ReaderAt, seg *segmenter, k, j int, buf []byte, hs []uint64) ([]uint64, error) {
+	if c.botHash != nil {
+		for s := k; s < j; s++ {
+			h, ok := c.segmentHash(seg, s)
+			if !ok {
+				return c.readHashes(view, k, j, buf, hs[:0])
+			}
+			hs = append(hs, h)
+		}
+		return hs, nil
+	}
+	return c.readHashes(view, k, j, buf, hs)
+}
+
+// segmentHash is the hash of bottom sector x from where it comes from, unread; ok is false when
+// no precomputed hash describes it.
+func (c *Checker) segmentHash(seg *segmenter, k int) (uint64, bool) {
+	off := c.sectors[k] * c.ss
+	e, ok, end := seg.at(off)
+	if end < off+c.ss {
+		return 0, false // the sector has more than one source
+	}
+	if !ok {
+		return c.base[k], true
+	}
+	return c.extentHash(e, k)
+}
+
+// extentHash is the hash of sector x, which extent e covers whole.
+func (c *Checker) extentHash(e model.Extent, k int) (uint64, bool) {
+	x := c.sectors[k]
+	switch {
+	case e.Op == model.SrcZero:
+		return c.zero, true
+	case e.Op >= 0:
+		hs := c.botHash[e.Op]
+		rel := e.OpOff + x*c.ss - e.Off
+		if hs == nil || rel%c.ss != 0 || rel < 0 || rel/c.ss >= int64(len(hs)) {
+			return 0, false
+		}
+		return hs[rel/c.ss], true
+	}
+	return c.base[k], true
+}
+
+// readHashes reads sectors c.sectors[k:j] of the view and appends their hashes to hs.
+func (c *Checker) readHashes(view io.ReaderAt, k, j int, buf []byte, hs []uint64) ([]uint64, error) {
+	x0 := c.sectors[k]
+	b := buf[:int64(j-k)*c.ss]
+	clear(b)
+	if n, err := view.ReadAt(b, x0*c.ss); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("audit: read the top view at sector %d: %w", x0, err)
+	} else if n < len(b) {
+		clear(b[n:])
+	}
+	for s := 0; s < j-k; s++ {
+		hs = append(hs, xxh3.Hash(b[int64(s)*c.ss:int64(s+1)*c.ss]))
+	}
+	return hs, nil
+}
+
+// segmenter walks segments (image.Image.Segment or SharedSegment) for increasing offsets,
+// looking each up once.
+type segmenter struct {
+	lookup   func(off int64) (model.Extent, bool, int64)
+	e        model.Extent
+	ok       bool
+	from, to int64
+	valid    bool
+}
+
+// at returns the segment holding off, clipped to start at off.
+func (g *segmenter) at(off int64) (model.Extent, bool, int64) {
+	if !g.valid || off < g.from || off >= g.to {
+		g.e, g.ok, g.to = g.lookup(off)
+		g.from, g.valid = off, true
+	}
+	e := g.e
+	if g.ok && e.Op >= 0 {
+		e.OpOff += off - g.from
+	}
+	e.Len -= off - g.from
+	e.Off = off
+	return e, g.ok, g.to
 }
 
 // relevant returns the ops covering sector x that can matter at crash point t, so MayShow costs
@@ -328,36 +582,27 @@ func (c *Checker) Check(ctx context.Context, cand *explore.Candidate) ([]explore
 // submitted at or after t are neither pending nor durable, and ops that completed before the
 // latest durable overwriting op D was submitted must precede D, which hides them (R4). MayShow
 // gives the same versions for this slice as for the whole list.
-func (c *Checker) relevant(e *model.Epoch, x int64, t uint64) []int {
-	ops, ms := c.cover[x], c.minSub[x]
+func (c *Checker) relevant(e *model.Epoch, k int, t uint64) []int {
+	ops, ms := c.cover[k], c.minSub[k]
 	end := sort.Search(len(ops), func(j int) bool { return ms[j] >= t })
 	for j := end - 1; j >= 0; j-- {
 		i := ops[j]
 		o := &c.th.Ops[i]
 		if e.IsFixed(i) && !(o.Kind == pclog.KindDiscard && c.cfg.Policy != model.DiscardZero) {
-			start := sort.Search(j, func(k int) bool { return c.th.Ops[ops[k]].Complete >= o.Submit })
+			start := sort.Search(j, func(m int) bool { return c.th.Ops[ops[m]].Complete >= o.Submit })
 			return ops[start:end]
 		}
 	}
 	return ops[:end]
 }
 
-// allowed reports whether content hash h at sector x is one of versions vs.
-func (c *Checker) allowed(x int64, h uint64, vs []model.Version) bool {
-	for _, v := range vs {
-		if c.versionHash(x, v) == h {
-			return true
-		}
-	}
-	return false
-}
 
-func (c *Checker) versionHash(x int64, v model.Version) uint64 {
+func (c *Checker) versionHash(k int, x int64, v model.Version) uint64 {
 	switch {
 	case v.Src == model.SrcZero:
 		return c.zero
 	case v.Src == model.SrcBase:
-		return c.base[x]
+		return c.base[k]
 	}
 	o := &c.th.Ops[v.Src]
 	return c.opHash[v.Src][x-o.Off/c.ss]
@@ -365,10 +610,11 @@ func (c *Checker) versionHash(x int64, v model.Version) uint64 {
 
 // describe says what sector x holds: a top write's data (and whether it was overwritten before
 // t), zeros, the base, or bytes no top operation wrote.
-func (c *Checker) describe(x int64, h uint64, t uint64) string {
+func (c *Checker) describe(k int, h uint64) string {
+	x := c.sectors[k]
 	var parts []string
-	for i := len(c.cover[x]) - 1; i >= 0; i-- {
-		op := c.cover[x][i]
+	for i := len(c.cover[k]) - 1; i >= 0; i-- {
+		op := c.cover[k][i]
 		o := &c.th.Ops[op]
 		if o.Kind == pclog.KindWrite && c.opHash[op][x-o.Off/c.ss] == h {
 			parts = append(parts, fmt.Sprintf("the data of top op %d (%s)", op, o.Kind))
@@ -377,7 +623,7 @@ func (c *Checker) describe(x int64, h uint64, t uint64) string {
 	}
 	switch {
 	case len(parts) > 0:
-	case h == c.base[x]:
+	case h == c.base[k]:
 		parts = append(parts, "the top's base content")
 	case h == c.zero:
 		parts = append(parts, "zeros")

@@ -3,7 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -19,9 +21,14 @@ const testSize = 64 << 10
 // global order) and opens the log.
 func twoDevices(t *testing.T, script func(top, bot *record.Device)) *pclog.Log {
 	t.Helper()
+	return twoDevicesSize(t, testSize, script)
+}
+
+func twoDevicesSize(t *testing.T, size int64, script func(top, bot *record.Device)) *pclog.Log {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "a.pclog")
-	h := pclog.Header{Version: pclog.FormatVersion, Devices: []pclog.Device{{ID: Top, Name: "top", Size: testSize, SectorSize: 512}, {ID: Bottom, Name: "bottom", Size: testSize, SectorSize: 512}}}
-	r, err := record.Create(path, h, []record.Store{record.NewMemStore(testSize), record.NewMemStore(testSize)})
+	h := pclog.Header{Version: pclog.FormatVersion, Devices: []pclog.Device{{ID: Top, Name: "top", Size: size, SectorSize: 512}, {ID: Bottom, Name: "bottom", Size: size, SectorSize: 512}}}
+	r, err := record.Create(path, h, []record.Store{record.NewMemStore(size), record.NewMemStore(size)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,4 +152,95 @@ type nopChecker struct{}
 
 func (nopChecker) Check(context.Context, *explore.Candidate) ([]explore.Violation, error) {
 	return nil, nil
+}
+
+// bothPaths checks every state twice, judging the bottom's sectors from its segments (the
+// identity fast path) and by reading them, and fails the test where the verdicts differ.
+type bothPaths struct {
+	t          *testing.T
+	fast, slow *Checker
+	states     int
+	viols      int
+}
+
+func (b *bothPaths) Check(ctx context.Context, c *explore.Candidate) ([]explore.Violation, error) {
+	vf, err := b.fast.Check(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := b.slow.Check(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if !reflect.DeepEqual(vf, vs) {
+		b.t.Errorf("state %s: from segments %v, read %v", c.ID, vf, vs)
+	}
+	b.states++
+	b.viols += len(vf)
+	return vf, nil
+}
+
+// TestSegmentHashesEqualReads: on a sloppy random layer (late and skipped flushes, writes the
+// top never asked for, discards and zeroes, torn bottom writes), the identity view judged from
+// where each sector comes from gives exactly the verdicts of reading every sector.
+func TestSegmentHashesEqualReads(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	data := func(n int64) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.IntN(4)) // few values: equal sectors from different ops
+		}
+		return p
+	}
+	l := twoDevices(t, func(top, bot *record.Device) {
+		var late []func() error
+		for range 100 {
+			off := int64(rng.IntN(testSize/512-8)) * 512
+			n := int64(1+rng.IntN(8)) * 512
+			switch r := rng.IntN(10); {
+			case r < 5:
+				p := data(n)
+				fua := rng.IntN(4) == 0
+				must(t, top.Do(&pclog.Record{Kind: pclog.KindWrite, Offset: off, Length: n, Data: p, Flags: map[bool]pclog.Flags{true: pclog.FlagFUA}[fua]}, func() error {
+					if rng.IntN(3) == 0 {
+						late = append(late, func() error { return bot.WriteAt(p, off, false) })
+						return nil
+					}
+					return bot.WriteAt(p, off, fua)
+				}))
+			case r < 6:
+				must(t, top.Do(&pclog.Record{Kind: pclog.KindWriteZeroes, Offset: off, Length: n}, func() error { return bot.WriteZeroes(off, n, false) }))
+			case r < 7:
+				must(t, top.Do(&pclog.Record{Kind: pclog.KindDiscard, Offset: off, Length: n}, func() error { return bot.Discard(off, n) }))
+			case r < 8:
+				must(t, bot.WriteAt(data(n), off, false)) // a scribble
+			default:
+				must(t, top.Do(&pclog.Record{Kind: pclog.KindFlush}, func() error {
+					for _, f := range late {
+						must(t, f())
+					}
+					late = nil
+					if rng.IntN(3) == 0 {
+						return nil // acknowledged without flushing below
+					}
+					return bot.Flush()
+				}))
+			}
+		}
+	})
+	for _, m := range []model.Model{model.Reorder, model.Torn} {
+		fast, err := NewChecker(l, Config{Model: m})
+		must(t, err)
+		slow, err := NewChecker(l, Config{Model: m})
+		must(t, err)
+		slow.botHash = nil // read every sector
+		b := &bothPaths{t: t, fast: fast, slow: slow}
+		_, err = explore.Explore(context.Background(), explore.Source{Log: l, Devices: []uint16{Bottom}},
+			explore.Options{Model: m, Strategy: model.DropK, K: 2, Minimize: explore.MinimizeOff}, b, nil)
+		must(t, err)
+		if b.viols == 0 || b.states < 100 {
+			t.Fatalf("%s: %d states, %d violations: the layer is too tame to compare the paths", m, b.states, b.viols)
+		}
+		t.Logf("%s: %d states, %d violations, the same on both paths", m, b.states, b.viols)
+	}
 }

@@ -120,7 +120,6 @@ func Run(ctx context.Context, timeout time.Duration, env []string, name string, 
 	return fstool.Run(ctx, timeout, env, name, args...)
 }
 
-
 // Fsck checks a file system image read-only after replaying its journal into the scratch layer.
 type Fsck struct {
 	Files

@@ -21,6 +21,7 @@ import (
 
 type auditOpts struct {
 	size, layer, decode, listen, workload, log, base, state, out, topOut string
+	topLog, bottomLog                                                    string
 	model, strategy, discard                                             string
 	k, states, jobs                                                      int
 	startTimeout                                                         time.Duration
@@ -53,8 +54,12 @@ the bottom state; 'powercut audit --log F --state ID --out bottom.img' rebuilds 
 --base IMG is the bottom's initial content (required with --decode: e.g. an empty qcow2 image
 made with qemu-img create); the top's size is the decoded base's (identity: --size).
 
-Without --layer, audit checks an existing audit recording (--log), e.g. one merged from two
-recordings aligned on marks (docs/audit.md).
+Without --layer, audit checks an existing audit recording (--log). A kernel layer (loop,
+dm-crypt, dm-thin) is recorded by two recorders that share no order: its top with dm-log-writes
+(imported with 'powercut import dm-log-writes') or through NBD, its bottom with 'powercut record
+fuse' or NBD, with the same marks issued into both while the top is idle. --top-log T.pclog
+--bottom-log B.pclog merges them on their common marks into --log (which must not exist) and
+checks it (docs/audit.md says how the unknown order between two marks is resolved).
 
 Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (the layer did not start,
 the decode command could not run).`,
@@ -68,7 +73,9 @@ the decode command could not run).`,
 	f.StringVar(&o.base, "base", "", "initial content of the bottom device")
 	f.StringVar(&o.listen, "listen", "", "TCP address clients of the top connect to (default: a Unix socket, in POWERCUT_NBD)")
 	f.StringVar(&o.workload, "workload", "", "script (sh -c) that drives the top via $POWERCUT_NBD; without it, serve until Ctrl-C")
-	f.StringVar(&o.log, "log", "audit.pclog", "the audit recording to write (with --layer) or to check")
+	f.StringVar(&o.log, "log", "audit.pclog", "the audit recording to write (with --layer or --top-log) or to check")
+	f.StringVar(&o.topLog, "top-log", "", "a recording of the layer's top (one device), merged with --bottom-log on their common marks")
+	f.StringVar(&o.bottomLog, "bottom-log", "", "a recording of the layer's bottom (one device), merged with --top-log")
 	f.StringVar(&o.state, "state", "", "rebuild this bottom state of --log into --out (and its decoded view into --top-out)")
 	f.StringVar(&o.out, "out", "", "with --state: file for the bottom image")
 	f.StringVar(&o.topOut, "top-out", "", "with --state: file for the top's view of it (decoded with --decode)")
@@ -113,7 +120,17 @@ func runAudit(env *Env, cmd *cobra.Command, o *auditOpts) error {
 	if o.out != "" || o.topOut != "" {
 		return usagef("--out and --top-out go with --state")
 	}
-	if o.layer == "" {
+	if (o.topLog == "") != (o.bottomLog == "") {
+		return usagef("--top-log and --bottom-log go together")
+	}
+	if o.topLog != "" {
+		if o.layer != "" {
+			return usagef("--top-log/--bottom-log merge existing recordings: they take no --layer")
+		}
+		if err := auditAlign(env, o); err != nil {
+			return err
+		}
+	} else if o.layer == "" {
 		if o.workload != "" || o.listen != "" || o.size != "" {
 			return usagef("--workload, --listen and --size need --layer (without it, audit checks the recording --log)")
 		}
@@ -122,6 +139,31 @@ func runAudit(env *Env, cmd *cobra.Command, o *auditOpts) error {
 	}
 	opts := explore.Options{Model: m, Strategy: strat, Discard: pol, K: o.k, States: o.states, Jobs: o.jobs, Minimize: explore.MinimizeOff}
 	return auditCheck(env, o, opts)
+}
+
+// auditAlign merges the recordings of a layer's top and bottom into the audit recording o.log.
+func auditAlign(env *Env, o *auditOpts) error {
+	if _, err := os.Stat(o.log); err == nil {
+		return usagef("--log %s exists: the merged recording is written there (remove it or name another file)", o.log)
+	}
+	top, err := pclog.Open(o.topLog)
+	if err != nil {
+		return fmt.Errorf("--top-log: %w", err)
+	}
+	defer top.Close()
+	bottom, err := pclog.Open(o.bottomLog)
+	if err != nil {
+		return fmt.Errorf("--bottom-log: %w", err)
+	}
+	defer bottom.Close()
+	info, err := audit.Align(top, bottom, o.log)
+	if err != nil {
+		os.Remove(o.log)
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "powercut: merged %s (%d ops) and %s (%d ops) on %d common marks into %s\n",
+		o.topLog, info.TopOps, o.bottomLog, info.BottomOps, len(info.Marks), o.log)
+	return nil
 }
 
 func firstNonEmpty(s ...string) string {

@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/powercut/powercut/pclog"
+	"github.com/powercut/powercut/record"
 )
 
 // auditWorkload is a libnbd (Python) client: blocks written in rounds, each closed by a FLUSH,
@@ -87,11 +93,27 @@ func TestAuditNbdkitCache(t *testing.T) {
 	}
 }
 
-// qemu-nbd serving a qcow2 image that lives on the bottom, decoded with qemu-img: the qcow2
-// driver orders its metadata and forwards FLUSH, and passes with --cache=writeback and none.
-// With --cache=unsafe QEMU 7.2 still forwards FLUSH to an NBD child (its nbd driver flushes
-// "to the OS", which cache=unsafe keeps), so it passes too; a qcow2 stack over nbdkit's
-// cache=unsafe is caught through the decoder.
+// qcowOnFile is a layer: qemu-nbd serving a qcow2 image that is a file on the bottom export
+// (nbdfuse shows the export as a file; nbdkit's blocksize filter turns the page cache's
+// unaligned writes into whole sectors; an fsync of the file is an NBD FLUSH of the bottom),
+// with the given --cache mode. It tears down in order on SIGTERM.
+func qcowOnFile(cache string) string {
+	return `d=$(mktemp -d); mkdir "$d/m"
+		trap 'kill $q 2>/dev/null; wait $q; fusermount3 -u "$d/m" 2>/dev/null; wait $f; rm -rf "$d"' EXIT
+		trap 'exit 0' TERM
+		nbdfuse -P "$d/pid" "$d/m/disk" --command nbdkit -s --filter=blocksize nbd uri="$POWERCUT_BOTTOM" & f=$!
+		while [ ! -s "$d/pid" ]; do sleep 0.05; done
+		qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=` + cache + ` "$d/m/disk" & q=$!
+		wait $q`
+}
+
+// qemu-nbd serving a qcow2 image that lives on the bottom, decoded with qemu-img. With the
+// image opened as a file (the usual setup), --cache=writeback passes (qcow2 orders its metadata
+// and fsyncs the file on every FLUSH) and --cache=unsafe is caught (no fsync: an acknowledged
+// FUA write or FLUSH never reaches the bottom). With the bottom opened directly as QEMU's NBD
+// child, QEMU 7.2 still forwards FLUSH even under --cache=unsafe (its nbd driver flushes "to the
+// OS", which cache=unsafe keeps), so that stack is safe and passes, as the audit says; a qcow2
+// stack over nbdkit's cache=unsafe is caught through the decoder.
 func TestAuditQemuQcow2(t *testing.T) {
 	needTools(t, "qemu-nbd", "qemu-img", "nbdkit")
 	wl := libnbdPython(t)
@@ -107,13 +129,21 @@ func TestAuditQemuQcow2(t *testing.T) {
 	}{
 		{"writeback", `exec qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=writeback "$POWERCUT_BOTTOM"`, 0},
 		{"none", `exec qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=none "$POWERCUT_BOTTOM"`, 0},
-		{"unsafe", `exec qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=unsafe "$POWERCUT_BOTTOM"`, 0},
+		{"nbd-child-unsafe", `exec qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=unsafe "$POWERCUT_BOTTOM"`, 0},
+		{"file-writeback", qcowOnFile("writeback"), 0},
+		{"file-unsafe", qcowOnFile("unsafe"), 1},
 		{"over-nbdkit-unsafe", `d=$(mktemp -d); trap 'kill $k 2>/dev/null; wait; rm -rf "$d"' EXIT TERM;
 			nbdkit -f -U "$d/s" --filter=cache nbd uri="$POWERCUT_BOTTOM" cache=unsafe & k=$!
 			while [ ! -S "$d/s" ]; do sleep 0.05; done
 			qemu-nbd -k "$POWERCUT_TOP" -f qcow2 --cache=writeback "nbd+unix:///?socket=$d/s"`, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasPrefix(tc.name, "file-") {
+				needTools(t, "nbdfuse", "fusermount3")
+				if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+					t.Skip("needs root and /dev/fuse (nbdfuse)")
+				}
+			}
 			log := filepath.Join(t.TempDir(), "q.pclog")
 			code, out, stderr := run(t, "audit", "--size", "8M", "--base", base, "--decode", decode, "--log", log, "--layer", tc.layer, "--workload", wl)
 			if code != tc.code {
@@ -121,6 +151,9 @@ func TestAuditQemuQcow2(t *testing.T) {
 			}
 			t.Log(lastLine(out))
 			auditLeftovers(t)
+			if b, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(b), "nbdfuse") {
+				t.Errorf("an nbdfuse mount is left:\n%s", b)
+			}
 		})
 	}
 }
@@ -133,4 +166,90 @@ func verdict(s string) string {
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// TestAuditTopBottomLogs: a layer recorded by two recorders (its top and its bottom, the same
+// marks in both while the top is idle) is merged on the marks and checked by
+// `powercut audit --top-log --bottom-log`: a layer that writes back after acknowledging FLUSH is
+// caught, one that flushes below first passes; mismatched recordings are a usage-level error.
+func TestAuditTopBottomLogs(t *testing.T) {
+	const size = 64 << 10
+	rec := func(t *testing.T, lazy bool) (topPath, botPath string) {
+		dir := t.TempDir()
+		mk := func(name string) (*record.Recorder, string) {
+			p := filepath.Join(dir, name+".pclog")
+			r, err := record.Create(p, pclog.Header{Version: pclog.FormatVersion, Devices: []pclog.Device{{ID: 0, Name: name, Size: size, SectorSize: 512}}}, []record.Store{record.NewMemStore(size)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r, p
+		}
+		tr, tp := mk("top")
+		br, bp := mk("bottom")
+		top, bot := tr.Device(0), br.Device(0)
+		for r := range 3 {
+			var held []int64
+			for i := range 4 {
+				off := int64(r*4+i) * 4096
+				p := bytes.Repeat([]byte{byte(r*4 + i + 1)}, 4096)
+				if err := top.Do(&pclog.Record{Kind: pclog.KindWrite, Offset: off, Length: 4096, Data: p}, func() error {
+					if lazy {
+						held = append(held, off)
+						return nil
+					}
+					return bot.WriteAt(p, off, false)
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			flush := bot.Flush
+			if lazy {
+				flush = func() error { return nil }
+			}
+			if err := top.Do(&pclog.Record{Kind: pclog.KindFlush}, flush); err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("fsync-%d", r)
+			if err := errors.Join(tr.Mark(name), br.Mark(name)); err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range held {
+				if err := bot.WriteAt(bytes.Repeat([]byte{byte(off/4096 + 1)}, 4096), off, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := errors.Join(tr.Close(), br.Close()); err != nil {
+			t.Fatal(err)
+		}
+		return tp, bp
+	}
+	for _, tc := range []struct {
+		lazy bool
+		code int
+	}{{false, 0}, {true, 1}} {
+		tp, bp := rec(t, tc.lazy)
+		merged := filepath.Join(t.TempDir(), "merged.pclog")
+		code, out, stderr := run(t, "audit", "--top-log", tp, "--bottom-log", bp, "--log", merged)
+		if code != tc.code || !strings.Contains(stderr, "on 3 common marks") {
+			t.Fatalf("lazy=%v: exit %d, want %d\n%s\n%s", tc.lazy, code, tc.code, out, stderr)
+		}
+		t.Logf("lazy=%v: %s", tc.lazy, lastLine(out))
+		// The merged recording is kept and checks again on its own.
+		if c2, _, _ := run(t, "audit", "--log", merged); c2 != tc.code {
+			t.Errorf("re-check of the merged recording: exit %d, want %d", c2, tc.code)
+		}
+		// It is never overwritten.
+		if c3, _, stderr := run(t, "audit", "--top-log", tp, "--bottom-log", bp, "--log", merged); c3 != 2 || !strings.Contains(stderr, "exists") {
+			t.Errorf("merging onto an existing --log: exit %d, %s", c3, stderr)
+		}
+	}
+	tp, _ := rec(t, false)
+	other, _ := smallLog(t) // marks "one" and "two": none in common
+	if code, _, stderr := run(t, "audit", "--top-log", tp, "--bottom-log", other, "--log", filepath.Join(t.TempDir(), "x.pclog")); code != 2 || !strings.Contains(stderr, "no mark is in both") {
+		t.Errorf("recordings without a common mark: exit %d, want 2 (%s)", code, stderr)
+	}
+	if code, _, stderr := run(t, "audit", "--top-log", tp); code != 2 || !strings.Contains(stderr, "--bottom-log") {
+		t.Errorf("--top-log alone: exit %d, %s", code, stderr)
+	}
 }

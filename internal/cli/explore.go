@@ -213,6 +213,10 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			}
 			defer closeBases()
 			ctx := cmd.Context()
+			if checkCmd != "" || fsckFS != "" {
+				sweepLeftovers(env) // --check and --fsck serve scratch files through FUSE
+				defer releaseOwn(env)
+			}
 			chk, what, release, err := exploreChecker(ctx, checkCmd, fsckFS, verifyTrack, reads, checkTimeout)
 			if err != nil {
 				return err
@@ -250,12 +254,11 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
 				err = ferr
 			}
-			if err != nil && ctx.Err() != nil && rep != nil {
-				// Interrupted: say what was done before stopping (exit 2).
-				if !asJSON {
-					printSummary(env.Stdout, rep)
-				}
-				return fmt.Errorf("interrupted after %d checked states (%d violations so far)", rep.Checked, len(rep.Violations))
+			if err != nil && ctx.Err() != nil && rep != nil && !asJSON {
+				printSummary(env.Stdout, rep) // what was done before the interrupt
+			}
+			if ierr, ok := interruptExit(ctx, env, rep, err); ok {
+				return ierr
 			}
 			if err != nil {
 				return err

@@ -46,6 +46,7 @@ type Env struct {
 func commands(env *Env) []*cobra.Command {
 	return []*cobra.Command{
 		newAuditCmd(env),
+		newCleanupCmd(env),
 		newDemoCmd(env),
 		newExploreCmd(env),
 		newExportCmd(env),

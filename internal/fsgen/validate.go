@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/powercut/powercut/internal/leftovers"
 )
 
 // ErrNoTmpfs is returned by NewValidator when no tmpfs is available: /dev/shm is not a tmpfs and
@@ -42,7 +44,7 @@ func NewValidator() (*Validator, error) {
 	if isTmpfs("/dev/shm") {
 		return &Validator{base: "/dev/shm"}, nil
 	}
-	dir, err := os.MkdirTemp("", "powercut-fsgen-tmpfs-")
+	dir, err := leftovers.MkdirTemp("powercut-fsgen-tmpfs-")
 	if err != nil {
 		return nil, fmt.Errorf("validator: %w", err)
 	}

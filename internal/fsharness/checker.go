@@ -97,7 +97,6 @@ func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []ex
 	return viols, nil
 }
 
-
 func (k *FSChecker) fsck(ctx context.Context, path string) (*explore.Violation, error) {
 	argv := fstool.FsckCommand(k.FS, path)
 	env := append(os.Environ(), "LC_ALL=C", "E2FSCK_CONFIG=/dev/null")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/powercut/powercut/internal/fstool"
 	"github.com/powercut/powercut/internal/infra"
+	"github.com/powercut/powercut/internal/leftovers"
 )
 
 // quickMount is a file system mounted from an image through a loop device set up with ioctls
@@ -116,7 +117,7 @@ func mountQuick(ctx context.Context, fsType, image, opts string) (_ *quickMount,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "powercut-fs-mnt-")
+	dir, err := leftovers.MkdirTemp("powercut-fs-mnt-")
 	if err != nil {
 		return nil, err
 	}

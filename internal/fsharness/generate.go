@@ -21,6 +21,7 @@ import (
 	"github.com/powercut/powercut/internal/fsgen"
 	"github.com/powercut/powercut/internal/fuserec"
 	"github.com/powercut/powercut/internal/infra"
+	"github.com/powercut/powercut/internal/leftovers"
 	"github.com/powercut/powercut/internal/scratch"
 	"github.com/powercut/powercut/pclog"
 )
@@ -266,7 +267,7 @@ func RunGenerated(ctx context.Context, cfg GenConfig) (*GenResult, error) {
 		return res, err
 	}
 	defer base.Close()
-	work, err := os.MkdirTemp("", "powercut-fs-gen-work-")
+	work, err := leftovers.MkdirTemp("powercut-fs-gen-work-")
 	if err != nil {
 		return res, err
 	}

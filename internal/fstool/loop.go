@@ -34,7 +34,13 @@ func Attach(ctx context.Context, file string, directIO bool, sectorSize ...int) 
 		args = append(args, "--sector-size", fmt.Sprint(sectorSize[0]))
 	}
 	args = append(args, file)
-	out, err := exec.CommandContext(ctx, "losetup", args...).CombinedOutput()
+	// Not CommandContext: losetup killed by a cancellation between binding the device and
+	// printing its name would leak a device nobody knows. It takes milliseconds; the
+	// cancellation is honoured before it starts and by the caller after it returns.
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("losetup", args...).CombinedOutput()
 	if err != nil {
 		return "", infra.Wrap("attach a loop device", fmt.Errorf("losetup %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out))))
 	}

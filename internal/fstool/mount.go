@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/powercut/powercut/internal/leftovers"
 )
 
 // mounted is a file system mounted from an image file through a loop device. Its release undoes
@@ -26,7 +27,7 @@ type Mounted struct {
 // already released; mountErr distinguishes "mount(8) refused" (the caller may count it as a
 // violation) from tool errors.
 func Mount(ctx context.Context, fsType, image, opts string, sectorSize ...int) (_ *Mounted, mountOut string, err error) {
-	dir, err := os.MkdirTemp("", "powercut-fs-mnt-")
+	dir, err := leftovers.MkdirTemp("powercut-fs-mnt-")
 	if err != nil {
 		return nil, "", err
 	}

@@ -2,8 +2,8 @@ package fstool
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"syscall"

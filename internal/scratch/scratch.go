@@ -12,7 +12,6 @@ package scratch
 import (
 	"context"
 	"fmt"
-	"github.com/powercut/powercut/internal/infra"
 	"io"
 	"os"
 	"os/exec"
@@ -25,6 +24,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/powercut/powercut/internal/infra"
+	"github.com/powercut/powercut/internal/leftovers"
 	"github.com/powercut/powercut/record"
 )
 
@@ -65,7 +66,7 @@ func Available() bool {
 // New mounts a private FUSE directory (or prepares the copy fallback). The caller must Close it,
 // after every check using its files has ended.
 func New(ctx context.Context) (*Dir, error) {
-	tmp, err := os.MkdirTemp("", "powercut-scratch-")
+	tmp, err := leftovers.MkdirTemp("powercut-scratch-")
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +128,8 @@ func (d *Dir) File(img Image) (path string, release func(), err error) {
 	if d.closed {
 		return "", nil, fmt.Errorf("scratch directory closed")
 	}
-	node := &fileNode{store: record.NewCOWStore(img, img.Size()), size: img.Size()}
+	node := &fileNode{size: img.Size()}
+	node.store.Store(record.NewCOWStore(img, img.Size()))
 	ino := d.root.NewPersistentInode(context.Background(), node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: id + 1})
 	d.root.AddChild(name, ino, true)
 	return filepath.Join(d.mnt, name), func() {
@@ -136,6 +138,9 @@ func (d *Dir) File(img Image) (path string, release func(), err error) {
 		if !d.closed {
 			d.root.RmChild(name)
 		}
+		// The inode is persistent (go-fuse keeps it until the mount ends): drop its layer now,
+		// or every state checked would keep its written blocks in memory for the whole run.
+		node.store.Store(nil)
 	}, nil
 }
 
@@ -167,7 +172,7 @@ func (d *Dir) Close() error {
 
 type fileNode struct {
 	fs.Inode
-	store *record.MemStore
+	store atomic.Pointer[record.MemStore] // nil once released
 	size  int64
 }
 
@@ -219,7 +224,11 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return fuse.ReadResultData(nil), 0
 	}
 	n := min(int64(len(dest)), f.size-off)
-	if _, err := f.store.ReadAt(dest[:n], off); err != nil {
+	st := f.store.Load()
+	if st == nil {
+		return nil, syscall.EIO // released: nobody may read a removed crash image
+	}
+	if _, err := st.ReadAt(dest[:n], off); err != nil {
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(dest[:n]), 0
@@ -229,7 +238,11 @@ func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if off < 0 || off+int64(len(data)) > f.size {
 		return 0, syscall.ENOSPC
 	}
-	if _, err := f.store.WriteAt(data, off); err != nil {
+	st := f.store.Load()
+	if st == nil {
+		return 0, syscall.EIO
+	}
+	if _, err := st.WriteAt(data, off); err != nil {
 		return 0, syscall.EIO
 	}
 	return uint32(len(data)), 0
@@ -246,7 +259,11 @@ func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, s
 	if int64(off) >= end {
 		return 0
 	}
-	if err := f.store.Zero(int64(off), end-int64(off)); err != nil {
+	st := f.store.Load()
+	if st == nil {
+		return syscall.EIO
+	}
+	if err := st.Zero(int64(off), end-int64(off)); err != nil {
 		return syscall.EIO
 	}
 	return 0
