@@ -254,10 +254,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			if ferr := outs.finish(rep, l, "powercut explore "+logPath); ferr != nil && err == nil {
 				err = ferr
 			}
-			if err != nil && ctx.Err() != nil && rep != nil && !asJSON {
-				printSummary(env.Stdout, rep) // what was done before the interrupt
-			}
-			if ierr, ok := interruptExit(ctx, env, rep, err); ok {
+			if ierr, ok := exploreInterrupted(ctx, env, asJSON, rep, err); ok {
 				return ierr
 			}
 			if err != nil {
@@ -286,6 +283,15 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 	c.Flags().StringVar(&explainFS, "explain", "", "file system of the images (ext4, xfs, btrfs): say what each deviating operation of a minimal state holds (a file's data, the journal, an inode table...)")
 	c.Flags().StringVar(&reads, "check-reads", "", "what the --check command's verdict depends on besides the image: image, last-mark or marks (default): identical (image, context) pairs are checked once")
 	return c
+}
+
+// exploreInterrupted ends an exploration a signal cancelled: the summary of what was done before
+// the interrupt, then interruptExit.
+func exploreInterrupted(ctx context.Context, env *Env, asJSON bool, rep *explore.Report, err error) (error, bool) {
+	if err != nil && ctx.Err() != nil && rep != nil && !asJSON {
+		printSummary(env.Stdout, rep)
+	}
+	return interruptExit(ctx, env, rep, err)
 }
 
 func finishLine(w io.Writer) {

@@ -19,16 +19,6 @@ import (
 	"github.com/powercut/powercut/internal/testenv"
 )
 
-// powercutBinary builds cmd/powercut for the tests that run it as a user would: signals are
-// delivered to a real process, not to a function.
-func powercutBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "powercut")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/powercut/powercut/cmd/powercut").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
-	return bin
-}
 
 func requireFS(t *testing.T) {
 	t.Helper()
@@ -139,7 +129,7 @@ var interruptedRE = regexp.MustCompile(`interrupted after (\d+) of (\d+) states`
 // device, mount, FUSE mount, directory or process.
 func TestFSInterruptAnywhereLeavesNothing(t *testing.T) {
 	requireFS(t)
-	bin := powercutBinary(t)
+	bin := nbdBuildPowercut(t)
 	type point struct {
 		delay time.Duration
 		sig   syscall.Signal
@@ -223,7 +213,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // and lists each, while a powercut run alive at the same moment is not touched and completes.
 func TestCleanupAfterSIGKILL(t *testing.T) {
 	requireFS(t)
-	bin := powercutBinary(t)
+	bin := nbdBuildPowercut(t)
 	// The victim: its check sleeps on the mounted crash state, so the kill lands while a
 	// mount, its loop device, the scratch FUSE file and a check process all exist.
 	victim := startFS(t, bin, nil, "--workload", "testdata/fs/workload.sh", "--check", "sleep 60")
@@ -319,7 +309,7 @@ func TestExploreInterruptLeavesNothing(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("needs /dev/fuse")
 	}
-	bin := powercutBinary(t)
+	bin := nbdBuildPowercut(t)
 	logPath, basePath := smallLog(t)
 	for _, p := range []struct {
 		delay time.Duration

@@ -164,37 +164,10 @@ func IsMountPoint(dir string) bool {
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 && unescapeMount(f[4]) == dir {
+		if len(f) > 4 && leftovers.UnescapeMountinfo(f[4]) == dir {
 			return true
 		}
 	}
 	return false
 }
 
-// unescapeMount undoes the octal escapes of /proc/self/mountinfo (space, tab, newline, backslash).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			v := 0
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + int(c-'0')
-			}
-			if ok {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}

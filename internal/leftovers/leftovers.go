@@ -258,7 +258,7 @@ func mounts() []mount {
 		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
 			continue
 		}
-		ms = append(ms, mount{point: unescape(f[4]), fstype: f[sep+1], source: unescape(f[sep+2])})
+		ms = append(ms, mount{point: UnescapeMountinfo(f[4]), fstype: f[sep+1], source: UnescapeMountinfo(f[sep+2])})
 	}
 	return ms
 }
@@ -573,8 +573,9 @@ func killWait(pid int) error {
 	return nil
 }
 
-// unescape undoes the octal escapes of /proc/self/mountinfo.
-func unescape(s string) string {
+// UnescapeMountinfo undoes the octal escapes of /proc/self/mountinfo (space, tab, newline,
+// backslash).
+func UnescapeMountinfo(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

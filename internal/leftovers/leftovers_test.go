@@ -147,7 +147,7 @@ func TestOwnDirLockedAndClosed(t *testing.T) {
 }
 
 func TestUnescape(t *testing.T) {
-	if got := unescape(`/tmp/a\040b\011c`); got != "/tmp/a b\tc" {
+	if got := UnescapeMountinfo(`/tmp/a\040b\011c`); got != "/tmp/a b\tc" {
 		t.Errorf("unescape = %q", got)
 	}
 }
