@@ -596,7 +596,7 @@ func (c *Checker) relevant(e *model.Epoch, k int, t uint64) []int {
 	return ops[:end]
 }
 
-
+// versionHash is the hash of version v of checked sector k (sector x).
 func (c *Checker) versionHash(k int, x int64, v model.Version) uint64 {
 	switch {
 	case v.Src == model.SrcZero:

@@ -19,7 +19,6 @@ import (
 	"github.com/powercut/powercut/internal/testenv"
 )
 
-
 func requireFS(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

@@ -170,4 +170,3 @@ func IsMountPoint(dir string) bool {
 	}
 	return false
 }
-
