@@ -48,13 +48,9 @@ func (k *FSChecker) Reads() explore.Reads {
 
 // Check implements explore.Checker.
 func (k *FSChecker) Check(ctx context.Context, c *explore.Candidate) (viols []explore.Violation, err error) {
-	img, ok := c.Images[0]
-	if !ok || len(c.Images) != 1 {
-		return nil, fmt.Errorf("fs checker: want exactly one device 0, state has %d", len(c.Images))
-	}
-	path, release, err := k.Dir.File(img)
+	path, release, err := scratchImage(k.Dir, c)
 	if err != nil {
-		return nil, fmt.Errorf("scratch file: %w", err)
+		return nil, err
 	}
 	defer release()
 
@@ -111,4 +107,18 @@ func (k *FSChecker) fsck(ctx context.Context, path string) (*explore.Violation, 
 		return &explore.Violation{Oracle: "fsck", Detail: fmt.Sprintf("%s exited %d", strings.Join(argv[:len(argv)-1], " "), code), Output: out}, nil
 	}
 	return nil, nil
+}
+
+// scratchImage serves the one device's crash image of c as a scratch file (the fs checkers'
+// states have exactly device 0).
+func scratchImage(dir *scratch.Dir, c *explore.Candidate) (string, func(), error) {
+	img, ok := c.Images[0]
+	if !ok || len(c.Images) != 1 {
+		return "", nil, fmt.Errorf("fs checker: want exactly one device 0, state has %d", len(c.Images))
+	}
+	path, release, err := dir.File(img)
+	if err != nil {
+		return "", nil, fmt.Errorf("scratch file: %w", err)
+	}
+	return path, release, nil
 }

@@ -77,13 +77,9 @@ func (k *GenChecker) phases() *Phases {
 
 // Check implements explore.Checker.
 func (k *GenChecker) Check(ctx context.Context, c *explore.Candidate) (viols []explore.Violation, err error) {
-	img, ok := c.Images[0]
-	if !ok || len(c.Images) != 1 {
-		return nil, fmt.Errorf("fs checker: want exactly one device 0, state has %d", len(c.Images))
-	}
-	path, release, err := k.Dir.File(img)
+	path, release, err := scratchImage(k.Dir, c)
 	if err != nil {
-		return nil, fmt.Errorf("scratch file: %w", err)
+		return nil, err
 	}
 	defer release()
 	ph := k.phases()
