@@ -47,6 +47,7 @@ type Dir struct {
 	Warn   io.Writer // where to say that the copy fallback is in use (default stderr)
 	warned sync.Once
 	noFUSE bool
+	writes atomic.Int64 // WRITE requests served: what the writeback cache saves is visible in tests
 }
 
 type rootNode struct{ fs.Inode }
@@ -86,7 +87,8 @@ func New(ctx context.Context) (*Dir, error) {
 	to, attr := time.Duration(0), attrTTL
 	srv, err := fs.Mount(d.mnt, d.root, &fs.Options{
 		EntryTimeout: &to, AttrTimeout: &attr, NegativeTimeout: &to,
-		MountOptions: fuse.MountOptions{FsName: "powercut-scratch", Name: "powercut", AllowOther: os.Geteuid() == 0, MaxWrite: 1 << 20, DisableXAttrs: true},
+		MountOptions: fuse.MountOptions{FsName: "powercut-scratch", Name: "powercut", AllowOther: os.Geteuid() == 0, MaxWrite: 1 << 20, DisableXAttrs: true,
+			ExtraCapabilities: writebackCache},
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -128,7 +130,7 @@ func (d *Dir) File(img Image) (path string, release func(), err error) {
 	if d.closed {
 		return "", nil, fmt.Errorf("scratch directory closed")
 	}
-	node := &fileNode{size: img.Size()}
+	node := &fileNode{size: img.Size(), writes: &d.writes}
 	node.store.Store(record.NewCOWStore(img, img.Size()))
 	ino := d.root.NewPersistentInode(context.Background(), node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: id + 1})
 	d.root.AddChild(name, ino, true)
@@ -172,8 +174,9 @@ func (d *Dir) Close() error {
 
 type fileNode struct {
 	fs.Inode
-	store atomic.Pointer[record.MemStore] // nil once released
-	size  int64
+	store  atomic.Pointer[record.MemStore] // nil once released
+	size   int64
+	writes *atomic.Int64
 }
 
 var (
@@ -185,6 +188,18 @@ var (
 	_ fs.NodeAllocater = (*fileNode)(nil)
 	_ fs.NodeSetattrer = (*fileNode)(nil)
 )
+
+// writebackCache asks the kernel to cache writes to scratch files (FUSE_WRITEBACK_CACHE) and send
+// them in page-cache batches at writeback, fsync and close, instead of one synchronous WRITE per
+// write call, each preceded by a GETATTR (a write-through write drops the cached attributes).
+// Journal recovery writes thousands of single blocks: on a populated ext4 image e2fsck's replay
+// cost 6,336 WRITEs and 6,323 GETATTRs per crash state, and 19 WRITEs with this (BENCHMARKS.md,
+// 2.4x fewer seconds per state). It is safe for the same reason as the read cache (see Open):
+// the kernel is the file's only writer, so its page cache is the file's content; what is still
+// dirty at close is written back before the close returns, and a file's layer lives until its
+// release. The kernel offers the capability since Linux 3.15; where it does not, writes stay
+// synchronous.
+const writebackCache = fuse.CAP_WRITEBACK_CACHE
 
 // attrTTL is how long the kernel may cache a scratch file's attributes: they never change (the
 // size is the device's, Setattr refuses to change it), and without a cache every buffered read
@@ -235,6 +250,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 }
 
 func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	f.writes.Add(1)
 	if off < 0 || off+int64(len(data)) > f.size {
 		return 0, syscall.ENOSPC
 	}

@@ -54,3 +54,77 @@ func TestReleasedFilesFreeTheirLayer(t *testing.T) {
 		t.Errorf("heap grew by %d MiB after 40 released files of 8 MiB written each: released layers are kept", grown>>20)
 	}
 }
+
+// pattern is an image whose every byte is known: byte i is i*7+i>>12 (mod 256).
+type pattern int64
+
+func (p pattern) ReadAt(b []byte, off int64) (int, error) {
+	for i := range b {
+		o := off + int64(i)
+		b[i] = byte(o*7 + o>>12)
+	}
+	return len(b), nil
+}
+func (p pattern) Size() int64 { return int64(p) }
+
+// TestWritesAreBatchedAndReadBack writes 2,048 1 KiB blocks of a 2 MiB region in shuffled order
+// into a scratch file, one pwrite each (what journal recovery does to inode tables and bitmaps),
+// the way fsck does it (fsync, close), then reopens the file: every written block and every byte
+// around them must read back, and the kernel must have sent the writes in batches (the
+// writeback cache), not one WRITE each.
+func TestWritesAreBatchedAndReadBack(t *testing.T) {
+	if !Available() {
+		t.Skip("needs FUSE (root and /dev/fuse)")
+	}
+	d, err := New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !d.FUSE() {
+		t.Skip("FUSE mount unavailable")
+	}
+	const size = 32 << 20
+	img := pattern(size)
+	p, release, err := d.File(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	want := make([]byte, size)
+	img.ReadAt(want, 0)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2048
+	region := int64(5<<20 + 512) // not page-aligned: the first and last pages are partly old data
+	for i := 0; i < n; i++ {
+		off := region + int64(i*1237%n)*1024 // every block of the region once, shuffled
+		blk := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 512)
+		if _, err := f.WriteAt(blk, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], blk)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := d.writes.Load(); w >= n/4 {
+		t.Errorf("%d WRITE requests for %d writes: the kernel is not batching them (writeback cache off)", w, n)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("byte %d reads %#x after reopening, want %#x", i, got[i], want[i])
+			}
+		}
+	}
+}
