@@ -197,6 +197,11 @@ func TestKubernetesManifests(t *testing.T) {
 	if got := envOf(c, "POWERCUT_SHARDS"); got != strconv.Itoa(int(n)) {
 		t.Errorf("POWERCUT_SHARDS %q, completions %d: they must agree", got, n)
 	}
+	// One core of its own per shard: a Guaranteed pod (requests = limits) with a whole CPU.
+	req, lim := c.Resources.Requests, c.Resources.Limits
+	if cpu := req.Cpu(); cpu.MilliValue() != 1000 || !cpu.Equal(*lim.Cpu()) || req.Memory().IsZero() || !req.Memory().Equal(*lim.Memory()) {
+		t.Errorf("resources %+v: want cpu 1 and memory requested = limited (a Guaranteed pod, one core of its own)", c.Resources)
+	}
 	if !strings.Contains(strings.Join(c.Command, " "), "JOB_COMPLETION_INDEX") || !strings.Contains(strings.Join(c.Command, " "), "--resume") {
 		t.Errorf("the shard command names neither its results file by JOB_COMPLETION_INDEX nor resumes it: %q", c.Command)
 	}
@@ -373,7 +378,7 @@ SlurmdPort=%[5]d
 SlurmctldLogFile=%[3]s/slurmctld.log
 SlurmdLogFile=%[3]s/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
@@ -534,7 +539,17 @@ func TestSlurmArrayMatchesUnshardedRun(t *testing.T) {
 	logPath, base := recording(t, dir)
 	flags := exploreFlags(base)
 	want := unsharded(t, bin, logPath, flags)
-	s.env = append(s.env, "POWERCUT="+bin)
+	// POWERCUT is a wrapper that notes the CPUs each array task may run on, then runs powercut.
+	cpus := filepath.Join(dir, "cpus")
+	if err := os.Mkdir(cpus, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrap := filepath.Join(dir, "powercut-wrap")
+	script := fmt.Sprintf("#!/bin/sh\nif [ -n \"${SLURM_ARRAY_TASK_ID:-}\" ]; then sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status > %s/\"$SLURM_ARRAY_TASK_ID\"; fi\nexec %s \"$@\"\n", cpus, bin)
+	if err := os.WriteFile(wrap, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.env = append(s.env, "POWERCUT="+wrap)
 
 	const n = 3
 	results := filepath.Join(dir, "results")
@@ -551,6 +566,14 @@ func TestSlurmArrayMatchesUnshardedRun(t *testing.T) {
 		if st != [2]string{"COMPLETED", "0:0"} {
 			out, _ := os.ReadFile(filepath.Join(results, "shard-"+task+".out"))
 			t.Errorf("task %s: %v, want COMPLETED 0:0\n%s", task, st, out)
+		}
+	}
+	// One core per task (shard.sbatch's --cpus-per-task=1, bound by task/affinity): each
+	// shard's explore must have run on exactly one CPU.
+	for i := 0; i < n; i++ {
+		b, err := os.ReadFile(filepath.Join(cpus, strconv.Itoa(i)))
+		if got := strings.TrimSpace(string(b)); err != nil || strings.ContainsAny(got, ",-") || got == "" {
+			t.Errorf("shard %d ran on CPUs %q (%v), want one core of its own", i, got, err)
 		}
 	}
 	merge := s.waitJob(t, m[2], time.Minute)
