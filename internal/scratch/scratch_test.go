@@ -8,6 +8,24 @@ import (
 	"testing"
 )
 
+// fuseDir returns a scratch directory served through FUSE, closed at the end of the test, or
+// skips the test (why: what the copy fallback would not show).
+func fuseDir(t *testing.T, why string) *Dir {
+	t.Helper()
+	if !Available() {
+		t.Skipf("needs FUSE (root and /dev/fuse): %s", why)
+	}
+	d, err := New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if !d.FUSE() {
+		t.Skipf("FUSE mount unavailable: %s", why)
+	}
+	return d
+}
+
 type zeroImage int64
 
 func (z zeroImage) ReadAt(p []byte, off int64) (int, error) { clear(p); return len(p), nil }
@@ -17,17 +35,7 @@ func (z zeroImage) Size() int64                             { return int64(z) }
 // each: the memory held afterwards must not grow with the number of files released (a released
 // file's copy-on-write layer is dropped, although go-fuse keeps its inode until unmount).
 func TestReleasedFilesFreeTheirLayer(t *testing.T) {
-	if !Available() {
-		t.Skip("needs FUSE (root and /dev/fuse): the copy fallback has no layer to free")
-	}
-	d, err := New(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if !d.FUSE() {
-		t.Skip("FUSE mount unavailable")
-	}
+	d := fuseDir(t, "the copy fallback has no layer to free")
 	chunk := bytes.Repeat([]byte{0xAB}, 8<<20)
 	var ms runtime.MemStats
 	heap := func() uint64 { runtime.GC(); runtime.ReadMemStats(&ms); return ms.HeapAlloc }
@@ -73,17 +81,7 @@ func (p pattern) Size() int64 { return int64(p) }
 // around them must read back, and the kernel must have sent the writes in batches (the
 // writeback cache), not one WRITE each.
 func TestWritesAreBatchedAndReadBack(t *testing.T) {
-	if !Available() {
-		t.Skip("needs FUSE (root and /dev/fuse)")
-	}
-	d, err := New(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if !d.FUSE() {
-		t.Skip("FUSE mount unavailable")
-	}
+	d := fuseDir(t, "the copy fallback has no kernel cache")
 	const size = 32 << 20
 	img := pattern(size)
 	p, release, err := d.File(img)
