@@ -197,8 +197,12 @@ var (
 // 2.4x fewer seconds per state). It is safe for the same reason as the read cache (see Open):
 // the kernel is the file's only writer, so its page cache is the file's content; what is still
 // dirty at close is written back before the close returns, and a file's layer lives until its
-// release. The kernel offers the capability since Linux 3.15; where it does not, writes stay
-// synchronous.
+// release. One thing moves: a write across the device's end (no file system checker or loop
+// device makes one) is taken into the kernel's cache, which grows its idea of the file's size,
+// and fails at fsync (ENOSPC) instead of at the write; as after any failed writeback, the open
+// file may still show the refused bytes, but the layer never takes them and the next open reads
+// the layer (TestWritePastEndFails). The kernel offers the capability since Linux 3.15; where it does
+// not, writes stay synchronous.
 const writebackCache = fuse.CAP_WRITEBACK_CACHE
 
 // attrTTL is how long the kernel may cache a scratch file's attributes: they never change (the

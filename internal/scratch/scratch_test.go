@@ -126,3 +126,44 @@ func TestWritesAreBatchedAndReadBack(t *testing.T) {
 		}
 	}
 }
+
+// TestWritePastEndFails: a crash image has the device's size, and its layer never takes a write
+// past the end. With the writeback cache the kernel accepts the write into its page cache (and
+// grows its idea of the size) and the error comes at fsync: the write or the fsync must fail,
+// and the device's bytes must read back unchanged once the file is opened again.
+func TestWritePastEndFails(t *testing.T) {
+	d := fuseDir(t, "the copy fallback is a plain file")
+	const size = 1 << 20
+	p, release, err := d.File(pattern(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, werr := f.WriteAt([]byte("straddles the end"), size-5)
+	serr := f.Sync()
+	if werr == nil && serr == nil {
+		t.Error("a write across the device's end succeeded through write and fsync")
+	}
+	t.Logf("write: %v, fsync: %v", werr, serr)
+	f.Close()
+	// Opened again (the kernel drops the file's cache at open), the file shows the layer.
+	g, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	got := make([]byte, size)
+	if _, err := g.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	pattern(size).ReadAt(want, 0)
+	if !bytes.Equal(got, want) {
+		t.Error("the device's bytes changed after a refused write across its end")
+	}
+}
