@@ -118,7 +118,7 @@ func Close() []Action {
 	if ownDir == "" {
 		return nil
 	}
-	acts := clean([]owned{{dir: ownDir, pid: os.Getpid()}}, nil, false)
+	acts := clean([]owned{{dir: ownDir, pid: os.Getpid()}}, nil, false, false)
 	// The directory itself and its lock file are not news.
 	var out []Action
 	for _, a := range acts {
@@ -169,7 +169,7 @@ func Sweep(dryRun bool) ([]Action, error) {
 			}
 		}
 	}()
-	return clean(dead, live, dryRun), nil
+	return clean(dead, live, true, dryRun), nil
 }
 
 // deadOwner reports whether dir's owner is dead; the returned lock (held) keeps a concurrent
@@ -185,7 +185,14 @@ func deadOwner(dir string, pid int) (*os.File, bool) {
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, false // held: the owner lives
+		// Held: the owner lives, unless it is a zombie still closing its files (one stuck on
+		// a FUSE mount of its own holds its lock for ever); then it is dead, and cleaning its
+		// directory (aborting that mount) is what lets it finish.
+		b, _ := os.ReadFile(filepath.Join(dir, LockName))
+		if st := strings.TrimSpace(string(b)); st != "" && startTime(pid) == st && !pidAlive(pid) {
+			return nil, true
+		}
+		return nil, false
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, LockName))
 	st := strings.TrimSpace(string(b))
@@ -237,8 +244,9 @@ func startTime(pid int) string {
 	return f[19]
 }
 
-// mount is one line of /proc/self/mountinfo.
-type mount struct{ point, fstype, source string }
+// mount is one line of /proc/self/mountinfo; dev is its device number (major:minor): for a FUSE
+// mount, the minor names its connection in the fusectl file system.
+type mount struct{ point, fstype, source, dev string }
 
 func mounts() []mount {
 	b, err := os.ReadFile("/proc/self/mountinfo")
@@ -258,7 +266,7 @@ func mounts() []mount {
 		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
 			continue
 		}
-		ms = append(ms, mount{point: UnescapeMountinfo(f[4]), fstype: f[sep+1], source: UnescapeMountinfo(f[sep+2])})
+		ms = append(ms, mount{point: UnescapeMountinfo(f[4]), fstype: f[sep+1], source: UnescapeMountinfo(f[sep+2]), dev: f[2]})
 	}
 	return ms
 }
@@ -299,10 +307,50 @@ func isPowercutFUSE(m mount) bool {
 	return strings.HasPrefix(m.fstype, "fuse.powercut") || (strings.HasPrefix(m.fstype, "fuse") && strings.HasPrefix(m.source, "powercut"))
 }
 
-// deadFUSE reports whether a FUSE mount's server is gone.
+// answerWait is how long a sweep waits for a FUSE mount to answer a stat.
+const answerWait = 2 * time.Second
+
+// deadFUSE reports whether a FUSE mount's server is gone (a stat fails with ENOTCONN). A mount
+// whose server is alive but does not answer (stopped, or stuck) would hold a stat for ever:
+// after answerWait it counts as not dead, since nothing says whose it is (the stat is left
+// behind, and ends with this process).
 func deadFUSE(point string) bool {
-	var st unix.Stat_t
-	return errors.Is(unix.Stat(point, &st), unix.ENOTCONN)
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Stat_t
+		done <- unix.Stat(point, &st)
+	}()
+	select {
+	case err := <-done:
+		return errors.Is(err, unix.ENOTCONN)
+	case <-time.After(answerWait):
+		return false
+	}
+}
+
+// fusectl is where the kernel's FUSE control file system is mounted (systemd mounts it at boot).
+const fusectl = "/sys/fs/fuse/connections"
+
+// abortFUSE aborts the connection of a FUSE mount whose owner is dead, through the control file
+// system (mounted for the moment if it is not), before it is unmounted: every request waiting on
+// it, and every later one, fails at once instead of waiting for a server that will never answer
+// (a dead owner's server may be stuck in its own exit, closing a file on its own mount).
+func abortFUSE(m mount) error {
+	_, minor, ok := strings.Cut(m.dev, ":")
+	if !ok {
+		return fmt.Errorf("no device number for %s", m.point)
+	}
+	abort := filepath.Join(fusectl, minor, "abort")
+	if _, err := os.Stat(filepath.Join(fusectl, minor)); err != nil {
+		if err := unix.Mount("fusectl", fusectl, "fusectl", 0, ""); err != nil {
+			return fmt.Errorf("mount the FUSE control file system on %s: %w", fusectl, err)
+		}
+		defer unix.Unmount(fusectl, unix.MNT_DETACH)
+	}
+	if err := os.WriteFile(abort, []byte("1"), 0o200); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("abort FUSE connection %s (%s): %w", minor, m.point, err)
+	}
+	return nil
 }
 
 // found is what a sweep found to remove, in the order it must go.
@@ -315,9 +363,9 @@ type found struct {
 	dirs     []string
 }
 
-// find lists what the dead owner directories hold, and the dead powercut FUSE mounts outside any
-// live directory. Nothing under a live directory is listed.
-func find(deadDirs, live []string) found {
+// find lists what the dead owner directories hold, and (with orphans) the dead powercut FUSE
+// mounts outside any live directory. Nothing under a live directory is listed.
+func find(deadDirs, live []string, orphans bool) found {
 	var f found
 	ms := mounts()
 	// Dead prefixes: owner directories and dead FUSE mounts (outside live directories).
@@ -326,7 +374,7 @@ func find(deadDirs, live []string) found {
 		if !strings.HasPrefix(m.fstype, "fuse") || underAny(m.point, live) {
 			continue
 		}
-		if underAny(m.point, deadDirs) || (isPowercutFUSE(m) && deadFUSE(m.point)) {
+		if underAny(m.point, deadDirs) || (orphans && isPowercutFUSE(m) && deadFUSE(m.point)) {
 			f.fuses = append(f.fuses, m)
 			prefixes = append(prefixes, m.point)
 		}
@@ -378,8 +426,8 @@ func byDepth(ms []mount) {
 
 // clean removes what find lists, in the order the kernel allows: processes (they keep mounts
 // busy), file systems on loop devices, loop devices (they keep their FUSE file open), FUSE
-// mounts, directories.
-func clean(dead []owned, live []string, dryRun bool) []Action {
+// mounts (their connections aborted first), directories.
+func clean(dead []owned, live []string, orphans, dryRun bool) []Action {
 	var acts []Action
 	do := func(a Action, f func() error) {
 		if !dryRun {
@@ -401,7 +449,7 @@ func clean(dead []owned, live []string, dryRun bool) []Action {
 	for _, o := range dead {
 		deadDirs = append(deadDirs, o.dir)
 	}
-	f := find(deadDirs, live)
+	f := find(deadDirs, live, orphans)
 	for _, p := range f.procs {
 		do(Action{Owner: owner(p.ref), Kind: "process", Path: strconv.Itoa(p.pid), Detail: p.cmd}, func() error { return killWait(p.pid) })
 	}
@@ -413,10 +461,18 @@ func clean(dead []owned, live []string, dryRun bool) []Action {
 	}
 	for _, m := range f.fuses {
 		detail := m.fstype
-		if deadFUSE(m.point) {
+		if !underAny(m.point, deadDirs) {
+			// listed because a stat found it dead
 			detail += ", transport endpoint is not connected"
 		}
-		do(Action{Owner: owner(m.point), Kind: "fuse", Path: m.point, Detail: detail}, func() error { return unmount(m.point) })
+		do(Action{Owner: owner(m.point), Kind: "fuse", Path: m.point, Detail: detail}, func() error {
+			if underAny(m.point, deadDirs) {
+				if err := abortFUSE(m); err != nil {
+					return err
+				}
+			}
+			return unmount(m.point)
+		})
 	}
 	for _, d := range f.dirs {
 		do(Action{Owner: owner(d), Kind: "dir", Path: d}, func() error { return removeDir(d) })

@@ -6,7 +6,17 @@ import (
 	"os"
 	"runtime"
 	"testing"
+
+	"github.com/powercut/powercut/internal/leftovers"
 )
+
+// TestMain removes this test process's own temporary directory (where New puts its mounts), as
+// the CLI does at the end of a command.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	leftovers.Close()
+	os.Exit(code)
+}
 
 // fuseDir returns a scratch directory served through FUSE, closed at the end of the test, or
 // skips the test (why: what the copy fallback would not show).
