@@ -2,7 +2,7 @@
 # Explore one recording on a Slurm cluster in N shards and merge their results:
 #
 #   deploy/slurm/submit.sh REC.pclog N [RESULTS_DIR] -- <explore flags>
-#   e.g. deploy/slurm/submit.sh rec.pclog 16 -- --fsck ext4 --model reorder
+#   e.g. deploy/slurm/submit.sh rec.pclog 16 -- --base base.img --fsck ext4 --model reorder
 #
 # submits a job array of N shards (shard.sbatch) and a merge job that runs when all succeeded
 # (merge.sbatch, --dependency=afterok). RESULTS_DIR (default results-<recording name>) and the

@@ -33,6 +33,7 @@ type exploreFlags struct {
 	failFast           bool
 	shard              string
 	shardCount         int
+	shardFrom          string // where the shard came from (the flag, a batch engine's variables)
 	resume, reportHTML string
 }
 
@@ -77,11 +78,11 @@ func (f *exploreFlags) extras(opts *explore.Options) error {
 	if f.failFast {
 		opts.MaxViolations = 1
 	}
-	sh, _, err := resolveShard(f.shard, f.shardCount, os.Getenv)
+	sh, from, err := resolveShard(f.shard, f.shardCount, os.Getenv)
 	if err != nil {
 		return err
 	}
-	opts.Shard = sh
+	opts.Shard, f.shardFrom = sh, from
 	return nil
 }
 
@@ -224,6 +225,9 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			defer release()
 			replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
 			ri := newRunInfo(logPath, len(l.Entries), opts, what)
+			if ri.LogHash, err = recordingHash(logPath); err != nil {
+				return err
+			}
 			ri.Bases = basePaths
 			ri.SectorSize = sectorSize
 			outs, err := ef.openOutputs(outPath, ri, &opts, replay)
@@ -234,7 +238,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			opts.Progress = prog
 			if !asJSON {
 				fmt.Fprintf(env.Stdout, "exploring %s: model %s, strategy %s, discard %s, check %s\n", logPath, opts.Model, opts.Strategy, opts.Discard, what)
-				if n := shardNote(opts.Shard, ""); n != "" {
+				if n := shardNote(opts.Shard, ef.shardFrom); n != "" {
 					fmt.Fprintf(env.Stdout, "%s\n", n)
 				}
 			}

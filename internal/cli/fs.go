@@ -181,7 +181,13 @@ func runFS(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsArgs) error {
 				l.Close()
 			}
 		}
-		if outs, err = ef.openOutputs(a.out, newRunInfo(logPath, records, opts, "fs "+a.fsType+" "+a.check), &opts, replay); err != nil {
+		ri := newRunInfo(logPath, records, opts, "fs "+a.fsType+" "+a.check)
+		if a.logPath != "" {
+			if ri.LogHash, err = recordingHash(a.logPath); err != nil {
+				return err
+			}
+		}
+		if outs, err = ef.openOutputs(a.out, ri, &opts, replay); err != nil {
 			return err
 		}
 	}

@@ -116,7 +116,7 @@ func mergeResultFiles(paths []string) (*merged, error) {
 	unsharded := func(r runInfo) runInfo { r.Shard = nil; return r }
 	for _, f := range files[1:] {
 		if !unsharded(f.res.Run).sameRun(unsharded(first.res.Run)) {
-			return nil, usagef("merge: %s is not a shard of the run of %s: %s", f.path, first.path, runDiff(first.res.Run, f.res.Run))
+			return nil, usagef("merge: %s is not a shard of the run of %s: %s", f.path, first.path, runDiff(unsharded(first.res.Run), unsharded(f.res.Run)))
 		}
 	}
 	// Which shard is which, naming the files: explore.Merge checks the same on the reports but
@@ -218,7 +218,7 @@ func sameShard(a, b *explore.Shard) bool {
 	return *a == *b
 }
 
-// runDiff says how two runs differ (for the error naming a foreign shard).
+// runDiff says how two runs differ (for the errors naming a foreign shard or journal).
 func runDiff(a, b runInfo) string {
 	var d []string
 	add := func(what string, x, y any) {
@@ -227,6 +227,10 @@ func runDiff(a, b runInfo) string {
 		}
 	}
 	add("recording records", a.LogRecords, b.LogRecords)
+	if a.LogHash != b.LogHash {
+		d = append(d, fmt.Sprintf("recording content %s vs %s (another recording, or the same file recorded again)", orNone(a.LogHash), orNone(b.LogHash)))
+	}
+	add("shard", shardLabel(a.Shard), shardLabel(b.Shard))
 	add("model", a.Model, b.Model)
 	add("discard", a.Discard, b.Discard)
 	add("strategy", a.Strategy, b.Strategy)
@@ -241,4 +245,18 @@ func runDiff(a, b runInfo) string {
 		return "different runs"
 	}
 	return strings.Join(d, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(not recorded)"
+	}
+	return s
+}
+
+func shardLabel(sh *explore.Shard) string {
+	if sh == nil || sh.Count <= 1 {
+		return "unsharded"
+	}
+	return fmt.Sprintf("%d/%d", sh.Index, sh.Count)
 }

@@ -139,6 +139,16 @@ func TestMergeRefusesABadSetOfShards(t *testing.T) {
 	three := exploreShards(t, filepath.Join(dir), 3, common...)
 	two := exploreShards(t, dir, 2, common...)
 	other := exploreShards(t, t.TempDir(), 2, append(common[:len(common):len(common)], "--discard", "zero")...)
+	// Another recording with as many records (made again: its bytes differ, here in the base
+	// path it names): its shards are not this run's, nor may a journal of it be resumed here.
+	log2, base2 := smallLog(t)
+	rerecorded := exploreShards(t, t.TempDir(), 2, "--log", log2, "--base", base2, "--model", "reorder", "--check", mergeCheck)
+	if code, out, errs := run(t, append([]string{"explore", "--resume", two[0], "--shard", "0/2"}, common...)...); code != ExitOK && code != ExitViolations {
+		t.Fatalf("resuming a shard's finished journal: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := run(t, "explore", "--log", log2, "--base", base2, "--model", "reorder", "--check", mergeCheck, "--shard", "1/2", "--resume", two[1]); code != ExitError || !strings.Contains(errs, "recording content") {
+		t.Errorf("resuming a journal of another recording: exit %d, want %d naming the recording content\n%s", code, ExitError, errs)
+	}
 	unsharded := filepath.Join(dir, "unsharded.jsonl")
 	if code, _, errs := run(t, append([]string{"explore", "--out", unsharded}, common...)...); code != ExitViolations {
 		t.Fatalf("unsharded: exit %d %s", code, errs)
@@ -174,6 +184,7 @@ func TestMergeRefusesABadSetOfShards(t *testing.T) {
 		{"duplicated", []string{three[0], three[1], three[1], three[2]}, []string{"1/3 given twice", three[1]}},
 		{"unfinished", []string{three[0], three[1], unfinished}, []string{unfinished, "no summary", "--resume"}},
 		{"foreign", []string{two[0], other[1]}, []string{other[1], "discard"}},
+		{"another recording", []string{two[0], rerecorded[1]}, []string{rerecorded[1], "recording content"}},
 		{"other count", []string{three[0], two[1], three[1], three[2]}, []string{two[1], "shard 1/2", "shard 0/3"}},
 		{"unsharded with a shard", []string{unsharded, two[0]}, []string{unsharded, "unsharded"}},
 		{"checked twice", []string{two[0], relabelled}, []string{"checked by both", two[0], relabelled}},

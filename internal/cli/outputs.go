@@ -33,7 +33,7 @@ func (f *exploreFlags) openOutputs(out string, ri runInfo, opts *explore.Options
 			return nil, usagef("--resume: %v", err)
 		}
 		if !prev.Run.sameRun(ri) {
-			return nil, usagef("--resume %s: that file is the results of another run (%+v), not of this one (%+v)", f.resume, prev.Run, ri)
+			return nil, usagef("--resume %s: that file holds the results of another run (%s)", f.resume, runDiff(prev.Run, ri))
 		}
 		opts.Resume = prev.Checked
 		path, appendTo = f.resume, true

@@ -92,7 +92,7 @@ func New(ctx context.Context) (*Dir, error) {
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
-		return nil, infra.Wrap("mount the scratch FUSE directory", err)
+		return nil, infra.Wrap("mount the scratch FUSE directory (POWERCUT_NO_FUSE=1 copies each crash image to a file instead: slower, needs no FUSE)", err)
 	}
 	d.server = srv
 	return d, nil
