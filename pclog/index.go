@@ -37,7 +37,10 @@ type Log struct {
 	Torn *TornError
 	// DataBytes is the total WRITE payload.
 	DataBytes int64
-	f         *os.File
+	// Digest identifies the recording's content (Reader.Digest of the records indexed): a
+	// re-recorded file under the same name has another.
+	Digest string
+	f      *os.File
 }
 
 // Open indexes the pclog at path by streaming it once (verifying every checksum).
@@ -87,6 +90,7 @@ func index(f *os.File) (*Log, error) {
 		}
 		l.Entries = append(l.Entries, e)
 	}
+	l.Digest = r.Digest()
 	return l, nil
 }
 

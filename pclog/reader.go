@@ -3,11 +3,14 @@ package pclog
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/zeebo/xxh3"
 )
 
 func crc32Update(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
@@ -40,6 +43,7 @@ type Reader struct {
 	done    error
 	Keep    bool // when false, Data is reused between calls to Next
 	dataBuf []byte
+	digest  *xxh3.Hasher128 // the header's bytes and every whole record's header (see Digest)
 }
 
 // ReadHeader parses the file header from r and returns it with its encoded size.
@@ -82,11 +86,20 @@ func noEOF(err error) error {
 // NewReader reads the header and returns a reader positioned at the first record.
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
-	h, off, err := ReadHeader(br)
+	dg := xxh3.New128()
+	h, off, err := ReadHeader(io.TeeReader(br, dg))
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{r: br, hdr: h, off: off}, nil
+	return &Reader{r: br, hdr: h, off: off, digest: dg}, nil
+}
+
+// Digest identifies the content read so far ("xxh3-128:<hex>"): a hash of the file header and of
+// every whole record's header, whose CRC32C covers the record's payload. Two recordings with the
+// same digest hold the same operations with the same data; it costs no second read of the file.
+func (r *Reader) Digest() string {
+	sum := r.digest.Sum128().Bytes()
+	return "xxh3-128:" + hex.EncodeToString(sum[:])
 }
 
 // Header returns the log's header.
@@ -170,6 +183,7 @@ func (r *Reader) next() (*Record, uint64, error) {
 	if err := rec.Validate(&r.hdr); err != nil {
 		return nil, 0, fmt.Errorf("record %d at byte %d: %w", r.n, r.off, err)
 	}
+	r.digest.Write(h)
 	payOff := uint64(r.off) + RecHeaderSize
 	r.off += int64(RecHeaderSize) + int64(pl)
 	r.n++

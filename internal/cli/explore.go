@@ -225,9 +225,7 @@ Exit codes: 0 no violation, 1 violations found, 2 usage or tool error (do not re
 			defer release()
 			replay := func(id string) string { return replayLine(logPath, basePaths, sectorSize, id) }
 			ri := newRunInfo(logPath, len(l.Entries), opts, what)
-			if ri.LogHash, err = recordingHash(logPath); err != nil {
-				return err
-			}
+			ri.LogHash = l.Digest
 			ri.Bases = basePaths
 			ri.SectorSize = sectorSize
 			outs, err := ef.openOutputs(outPath, ri, &opts, replay)

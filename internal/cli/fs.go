@@ -55,7 +55,8 @@ A mount failure, a failing check and an fsck error are violations.
 A run without violations deletes its image and recording unless --keep DIR keeps them; a run
 with violations or an error keeps them and says where. A kept recording is explored again, with
 another check, without recording: powercut fs --fs ext4 --log DIR/fs.pclog --base DIR/base.img
---check SCRIPT. --out R.jsonl, --resume, --report, --minimize, --shard work as for explore.
+--check SCRIPT. --out R.jsonl, --resume, --report, --minimize, --shard work as for explore (--resume
+and --shard on a kept recording, --log and --base; with --generate a shard runs every Nth workload).
 --mkfs-opts is split on white space; --mount-opts is one mount -o argument, used for the
 recording and for every crash state. Needs root, FUSE and loop devices.
 
@@ -127,6 +128,10 @@ func (a *fsArgs) validate(ef *exploreFlags) (explore.Options, int64, error) {
 		return opts, 0, usagef("--workload is required (or --log and --base of a kept recording)")
 	case ef.resume != "":
 		return opts, 0, usagef("--resume continues the exploration of a kept recording: give --log and --base")
+	case opts.Shard.Count > 1:
+		// Every shard would run the workload again: another kernel run, other crash states.
+		return opts, 0, usagef("shard %s (from %s) of a fresh recording: each shard would record its own run of the workload, and the shards' states would not be one run's; record once (--keep DIR, unsharded), then shard its exploration: --log DIR/%s --base DIR/%s",
+			shardLabel(&opts.Shard), ef.shardFrom, fsharness.LogName, fsharness.BaseName)
 	}
 	var n int64
 	if a.size != "" {
@@ -174,19 +179,15 @@ func runFS(cmd *cobra.Command, env *Env, ef *exploreFlags, a fsArgs) error {
 	replay := func(id string) string { return replayCommand(logPath, []string{basePath}, id) }
 	var outs *outputs
 	if a.out != "" || ef.resume != "" || ef.reportHTML != "" {
-		records := 0
+		records, digest := 0, ""
 		if a.logPath != "" {
 			if l, err := pclog.Open(a.logPath); err == nil {
-				records = len(l.Entries)
+				records, digest = len(l.Entries), l.Digest
 				l.Close()
 			}
 		}
 		ri := newRunInfo(logPath, records, opts, "fs "+a.fsType+" "+a.check)
-		if a.logPath != "" {
-			if ri.LogHash, err = recordingHash(a.logPath); err != nil {
-				return err
-			}
-		}
+		ri.LogHash = digest
 		if outs, err = ef.openOutputs(a.out, ri, &opts, replay); err != nil {
 			return err
 		}

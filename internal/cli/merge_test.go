@@ -208,3 +208,19 @@ func TestMergeRefusesABadSetOfShards(t *testing.T) {
 		t.Errorf("merge of one unsharded file: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// fs shards only a kept recording: shards that each record the workload again would each
+// explore another kernel run, and their results would not merge into one run's. Refused before
+// anything is created, whether the shard comes from the flag or a batch engine.
+func TestFSShardsNeedAKeptRecording(t *testing.T) {
+	code, _, errs := run(t, "fs", "--fs", "ext4", "--workload", "true", "--shard", "1/2")
+	if code != ExitError || !strings.Contains(errs, "fresh recording") || !strings.Contains(errs, "--log") {
+		t.Errorf("fs --workload --shard 1/2: exit %d, want %d naming the fresh recording and --log\n%s", code, ExitError, errs)
+	}
+	t.Setenv("SLURM_ARRAY_TASK_ID", "0")
+	t.Setenv("SLURM_ARRAY_TASK_COUNT", "3")
+	code, _, errs = run(t, "fs", "--fs", "ext4", "--workload", "true")
+	if code != ExitError || !strings.Contains(errs, "SLURM_ARRAY_TASK_ID") {
+		t.Errorf("fs --workload in a Slurm array: exit %d, want %d naming where the shard came from\n%s", code, ExitError, errs)
+	}
+}

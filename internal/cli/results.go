@@ -2,14 +2,11 @@ package cli
 
 import (
 	"bufio"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/zeebo/xxh3"
 
 	"github.com/powercut/powercut/explore"
 )
@@ -28,8 +25,8 @@ const resultsVersion = 1
 type runInfo struct {
 	Log        string `json:"log"`
 	LogRecords int    `json:"log_records"`
-	// LogHash is the recording's content (xxh3-128 of the file), where the recording is an
-	// input of the run: a re-recorded file under the same name is another run.
+	// LogHash is the recording's content (pclog.Log.Digest), where the recording is an input
+	// of the run: a re-recorded file under the same name is another run.
 	LogHash    string `json:"log_hash,omitempty"`
 	Model      string `json:"model"`
 	Discard    string `json:"discard"`
@@ -54,21 +51,6 @@ func newRunInfo(logPath string, records int, o explore.Options, check string) ru
 		ri.Shard = &sh
 	}
 	return ri
-}
-
-// recordingHash is the content identity of a recording file (read once, streamed).
-func recordingHash(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("hash the recording: %w", err)
-	}
-	defer f.Close()
-	h := xxh3.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash the recording %s: %w", path, err)
-	}
-	sum := h.Sum128().Bytes()
-	return "xxh3-128:" + hex.EncodeToString(sum[:]), nil
 }
 
 // sameRun reports whether two runs explore the same thing (the log path may differ: a

@@ -50,7 +50,8 @@ type GenConfig struct {
 	// Jobs is the number of workloads recorded and checked in parallel (default 1). The states
 	// of one workload are checked one after the other.
 	Jobs int
-	// Explore selects model, strategy and bounds for every workload (its Jobs is ignored).
+	// Explore selects model, strategy and bounds for every workload (its Jobs is ignored); its
+	// Shard selects this shard's workloads (shardWorkloads), each then explored whole.
 	Explore explore.Options
 	// Out keeps base.img and the recordings of workloads with violations (created if missing;
 	// empty: a new temporary directory).
@@ -255,8 +256,13 @@ func RunGenerated(ctx context.Context, cfg GenConfig) (*GenResult, error) {
 			return nil, fmt.Errorf("validating %s on tmpfs: %w", w.ID(), verr)
 		}
 	}
-	res.Selected = len(selected)
 	fmt.Fprintf(cfg.Log, "powercut fs: %d workloads selected, %d dropped by tmpfs validation\n", len(selected), len(res.Dropped))
+	if sh := cfg.Explore.Shard; sh.Count > 1 {
+		selected = shardWorkloads(selected, sh)
+		cfg.Explore.Shard = explore.Shard{}
+		fmt.Fprintf(cfg.Log, "powercut fs: shard %d/%d: %d of them here, each recorded and explored whole\n", sh.Index, sh.Count, len(selected))
+	}
+	res.Selected = len(selected)
 
 	fmt.Fprintf(cfg.Log, "powercut fs: mkfs.%s on a %d-byte base image %s\n", cfg.FS, cfg.Size, res.Base)
 	if err := mkfs(ctx, Config{FS: cfg.FS, Size: cfg.Size, MkfsOpts: cfg.MkfsOpts}, res.Base); err != nil {
@@ -494,4 +500,18 @@ func (r *GenResult) SortedOracles() []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// shardWorkloads is a shard's share of a campaign: every Count-th workload of the selection
+// (which every shard computes alike), starting at Index. A workload is recorded and explored
+// whole by one shard: each recording of a workload is another kernel run, so its crash states
+// cannot be split among shards that record it separately.
+func shardWorkloads(ws []*fsgen.Workload, sh explore.Shard) []*fsgen.Workload {
+	var out []*fsgen.Workload
+	for i, w := range ws {
+		if i%sh.Count == sh.Index {
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -183,19 +184,15 @@ func deadOwner(dir string, pid int) (*os.File, bool) {
 		// No lock file yet: the owner may be between mkdir and creating it.
 		return nil, !pidAlive(pid)
 	}
+	b, _ := os.ReadFile(filepath.Join(dir, LockName))
+	st := strings.TrimSpace(string(b))
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		// Held: the owner lives, unless it is a zombie still closing its files (one stuck on
 		// a FUSE mount of its own holds its lock for ever); then it is dead, and cleaning its
 		// directory (aborting that mount) is what lets it finish.
-		b, _ := os.ReadFile(filepath.Join(dir, LockName))
-		if st := strings.TrimSpace(string(b)); st != "" && startTime(pid) == st && !pidAlive(pid) {
-			return nil, true
-		}
-		return nil, false
+		return nil, st != "" && startTime(pid) == st && !pidAlive(pid)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, LockName))
-	st := strings.TrimSpace(string(b))
 	if st == "" {
 		// The owner created the file and has not locked it yet, or died in between.
 		if pidAlive(pid) {
@@ -341,7 +338,7 @@ func abortFUSE(m mount) error {
 		return fmt.Errorf("no device number for %s", m.point)
 	}
 	abort := filepath.Join(fusectl, minor, "abort")
-	if _, err := os.Stat(filepath.Join(fusectl, minor)); err != nil {
+	if !slices.ContainsFunc(mounts(), func(m mount) bool { return m.fstype == "fusectl" && m.point == fusectl }) {
 		if err := unix.Mount("fusectl", fusectl, "fusectl", 0, ""); err != nil {
 			return fmt.Errorf("mount the FUSE control file system on %s: %w", fusectl, err)
 		}
@@ -460,13 +457,13 @@ func clean(dead []owned, live []string, orphans, dryRun bool) []Action {
 		do(Action{Owner: owner(f.back[dev]), Kind: "loop", Path: dev, Detail: "backed by " + f.back[dev]}, func() error { return detach(dev, f.back[dev]) })
 	}
 	for _, m := range f.fuses {
+		ownerDead := underAny(m.point, deadDirs)
 		detail := m.fstype
-		if !underAny(m.point, deadDirs) {
-			// listed because a stat found it dead
-			detail += ", transport endpoint is not connected"
+		if !ownerDead {
+			detail += ", transport endpoint is not connected" // listed because a stat found it dead
 		}
 		do(Action{Owner: owner(m.point), Kind: "fuse", Path: m.point, Detail: detail}, func() error {
-			if underAny(m.point, deadDirs) {
+			if ownerDead {
 				if err := abortFUSE(m); err != nil {
 					return err
 				}
